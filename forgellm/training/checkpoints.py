@@ -1,0 +1,86 @@
+"""Checkpoints that are whole or absent, with retention and a `best` link.
+
+A checkpoint is written into a temporary folder and renamed to `checkpoints/<step>/` in one step, so
+a crash or full disk never leaves a half-written folder that resume or fuse would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_unflatten
+
+from ..atomic import atomic_folder
+from ..errors import ForgeError
+from ..runs import CHECKPOINTS, TRAINER_STATE_FILE, checkpoint_steps
+from .model_setup import load_adapter_weights, save_adapter
+
+OPTIMIZER_FILE = "optimizer.safetensors"
+
+
+def save(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: optim.Optimizer,
+    adapter_config: dict[str, Any],
+    trainer_state: dict[str, Any],
+) -> Path:
+    """Write checkpoint `step` atomically; `trainer_state.json` goes in last as the completeness mark."""
+    final = Path(run_dir) / CHECKPOINTS / str(step)
+    try:
+        with atomic_folder(final) as tmp:
+            save_adapter(model, tmp, adapter_config)
+            mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(optimizer.state)))
+            (tmp / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
+    except OSError as e:
+        raise ForgeError(
+            f"could not save checkpoint {step}: {e.strerror or e}",
+            str(final),
+            "free disk space (the previous checkpoints are intact) and resume with `forgellm train --resume`",
+        ) from e
+    return final
+
+
+def load(folder: Path, model: nn.Module, optimizer: optim.Optimizer) -> dict[str, Any]:
+    """Restore weights and optimizer state; return the trainer state saved with them."""
+    load_adapter_weights(model, folder)
+    flat = mx.load(str(folder / OPTIMIZER_FILE))
+    optimizer.state = tree_unflatten(list(flat.items()))
+    return json.loads((folder / TRAINER_STATE_FILE).read_text())
+
+
+def set_best(run_dir: Path, step: int) -> None:
+    """Point `checkpoints/best` at `step` (relative symlink, replaced atomically)."""
+    root = Path(run_dir) / CHECKPOINTS
+    tmp = root / f".best.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(str(step))
+    os.replace(tmp, root / "best")
+
+
+def best_step(run_dir: Path) -> int | None:
+    link = Path(run_dir) / CHECKPOINTS / "best"
+    if link.is_symlink():
+        target = os.readlink(link)
+        return int(target) if target.isdigit() else None
+    return None
+
+
+def prune(run_dir: Path, keep_last: int) -> None:
+    """Delete checkpoints beyond the last `keep_last`, never the best one; also stale temp folders."""
+    root = Path(run_dir) / CHECKPOINTS
+    steps = checkpoint_steps(run_dir)
+    protected = set(steps[-keep_last:]) | {best_step(run_dir)}
+    for step in steps:
+        if step not in protected:
+            shutil.rmtree(root / str(step), ignore_errors=True)
+    for leftover in root.glob(".*.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)

@@ -1,0 +1,369 @@
+"""The training loop that runs inside the trainer subprocess.
+
+Built on mlx-lm (model loading, LoRA/DoRA layers) with a loop of our own, because mlx-lm's `train()`
+cannot resume exactly (no optimizer, RNG or data-position state), discards validation losses, and has
+no early stopping, clipping or NaN guard. The compiled step mirrors mlx-lm's, so speed is the same.
+
+Everything it reports goes through the run folder (see `forgellm.runs`).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+import traceback
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_map
+
+from .. import runs
+from ..atomic import write_json
+from ..config import TrainConfig
+from ..errors import ForgeError
+from . import checkpoints
+from .batches import BatchStream
+from .early_stopping import EarlyStopper
+from .model_setup import adapter_config, load_base, make_trainable, trainable_count
+
+
+class StopRequested:
+    """Set by SIGTERM/SIGINT; the loop finishes the current step, saves and exits cleanly."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl+C means "now"
+        self.signal_name = signal.Signals(signum).name
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+
+def masked_loss(model: nn.Module, tokens: mx.array, weights: mx.array) -> tuple[mx.array, mx.array]:
+    """Mean cross-entropy over target positions whose weight is 1 (prompt and padding weigh 0)."""
+    logits = model(tokens[:, :-1])
+    ce = nn.losses.cross_entropy(logits.astype(mx.float32), tokens[:, 1:]) * weights
+    ntoks = weights.sum()
+    return ce.sum() / mx.maximum(ntoks, 1), ntoks
+
+
+def build_optimizer(cfg: TrainConfig, total_steps: int) -> optim.Optimizer:
+    decay_steps = max(1, total_steps - cfg.warmup_steps)
+    if cfg.lr_schedule == "cosine":
+        schedule = optim.cosine_decay(cfg.learning_rate, decay_steps, cfg.min_learning_rate)
+    elif cfg.lr_schedule == "linear":
+        schedule = optim.linear_schedule(cfg.learning_rate, cfg.min_learning_rate, decay_steps)
+    else:
+        schedule = lambda _step: mx.array(cfg.learning_rate)  # noqa: E731
+    if cfg.warmup_steps:
+        warmup = optim.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps)
+        schedule = optim.join_schedules([warmup, schedule], [cfg.warmup_steps])
+    if cfg.optimizer == "adamw":
+        return optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return optim.Adam(learning_rate=schedule)
+    return optim.SGD(learning_rate=schedule, weight_decay=cfg.weight_decay)
+
+
+def total_steps_for(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int:
+    if cfg.epochs is None:
+        return cfg.iters
+    rows_per_step = cfg.batch_size * cfg.grad_accumulation_steps
+    return max(1, math.ceil(cfg.epochs * train_rows / rows_per_step))
+
+
+class Trainer:
+    """One training run: set up from config + run folder, then `run()` until done, stopped or failed."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, model_path: Path, resume: bool = False):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.model_path = model_path
+        self.resume = resume
+        self.world = mx.distributed.init()
+        self.is_main = self.world.rank() == 0
+        self.writer = runs.RunWriter(self.run_dir)
+        self.stop = StopRequested()
+
+    # ---- setup -----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        from ..data import prepare
+
+        cfg = self.cfg
+        mx.random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.model, self.tokenizer = load_base(self.model_path, cfg.trust_remote_code)
+        prepared = prepare(cfg, self.tokenizer)
+        self.train_split, self.val_split = prepared.train, prepared.val
+        if self.is_main:
+            write_json(self.run_dir / runs.DATA_REPORT_FILE, prepared.report)
+            if prepared.chat_template:
+                (self.run_dir / "chat_template.jinja").write_text(prepared.chat_template)
+        self._check_batch_fits()
+        make_trainable(self.model, cfg)
+        self.total_steps = total_steps_for(cfg, len(self.train_split.tokens))
+        self.optimizer = build_optimizer(cfg, self.total_steps)
+        self.optimizer.init(self.model.trainable_parameters())
+        self.adapter_config = adapter_config(cfg, self.model_path)
+        self.batches = BatchStream(len(self.train_split.tokens), cfg.batch_size, cfg.seed, self.world.rank(), self.world.size())
+        self.stopper = EarlyStopper(
+            cfg.early_stopping.patience, cfg.early_stopping.min_delta, cfg.early_stopping.overfit_threshold
+        )
+        self.step, self.trained_tokens = 0, 0
+        if self.resume:
+            self._restore_latest()
+        self._compile_step()
+        n_params = trainable_count(self.model)
+        self.log(
+            f"model {self.model_path} | {cfg.fine_tune_type} | trainable parameters {n_params:,} | "
+            f"train rows {len(self.train_split.tokens)} x {self.train_split.tokens.shape[1] - 1} tokens | "
+            f"val rows {len(self.val_split.tokens)} | steps {self.total_steps}"
+        )
+
+    def _check_batch_fits(self) -> None:
+        rows = len(self.train_split.tokens)
+        if rows < self.cfg.batch_size:
+            raise ForgeError(
+                f"batch_size {self.cfg.batch_size} is larger than the {rows} training windows the data makes",
+                "batch_size",
+                f"set batch_size <= {rows}, lower max_seq_length, or add data",
+            )
+        if self.cfg.batch_size % self.world.size():
+            raise ForgeError(
+                f"batch_size {self.cfg.batch_size} does not split evenly over {self.world.size()} hosts",
+                "batch_size",
+                f"use a multiple of {self.world.size()}",
+            )
+
+    def _restore_latest(self) -> None:
+        steps = runs.checkpoint_steps(self.run_dir)
+        if not steps:
+            self.log("resume: no complete checkpoint yet; starting from step 0")
+            return
+        folder = self.run_dir / runs.CHECKPOINTS / str(steps[-1])
+        state = checkpoints.load(folder, self.model, self.optimizer)
+        self.step = state["step"]
+        self.trained_tokens = state["trained_tokens"]
+        self.batches.position = state["batch_position"]
+        self.stopper = EarlyStopper.from_state(state["early_stopping"])
+        mx.random.state[0] = mx.array(np.array(state["rng_state"], dtype=np.uint32))
+        self.writer.continue_from(state["elapsed_s"])
+        if self.is_main:
+            runs.truncate_metrics_after(self.run_dir, self.step)
+        self.log(f"resumed from checkpoint {self.step} ({folder})")
+
+    def _compile_step(self) -> None:
+        model, optimizer, cfg = self.model, self.optimizer, self.cfg
+        loss_and_grad = nn.value_and_grad(model, masked_loss)
+        accum = cfg.grad_accumulation_steps
+        state = [model.state, optimizer.state, mx.random.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(tokens: mx.array, weights: mx.array, prev_grad: Any, do_update: bool):
+            (loss, ntoks), grad = loss_and_grad(model, tokens, weights)
+            if prev_grad is not None:
+                grad = tree_map(mx.add, grad, prev_grad)
+            grad_norm = mx.array(0.0)
+            if do_update:
+                grad = nn.average_gradients(grad)
+                if accum > 1:
+                    grad = tree_map(lambda g: g / accum, grad)
+                if cfg.max_grad_norm is not None:
+                    grad, grad_norm = optim.clip_grad_norm(grad, cfg.max_grad_norm)
+                optimizer.update(model, grad)
+                grad = None
+            return loss, ntoks, grad, grad_norm
+
+        self._step_fn = step
+        self._state = state
+
+    # ---- pieces of a step ------------------------------------------------------------------------
+
+    def _batch(self, indices: np.ndarray, split) -> tuple[mx.array, mx.array]:
+        tokens = split.tokens[indices]
+        if split.mask is None:
+            weights = np.ones((len(indices), tokens.shape[1] - 1), dtype=np.float32)
+        else:
+            weights = split.mask[indices, 1:].astype(np.float32)
+        return mx.array(tokens), mx.array(weights)
+
+    def evaluate(self) -> float:
+        """Token-weighted mean validation loss over the whole set (or `val_batches` batches)."""
+        self.model.eval()
+        split, bs = self.val_split, self.cfg.batch_size
+        n = len(split.tokens)
+        starts = list(range(0, n, bs))
+        if self.cfg.val_batches != -1:
+            starts = starts[: self.cfg.val_batches]
+        total, count = mx.array(0.0), mx.array(0.0)
+        for start in starts:
+            idx = np.arange(start, min(start + bs, n))[self.world.rank() :: self.world.size()]
+            if len(idx) == 0:
+                continue
+            loss, ntoks = masked_loss(self.model, *self._batch(idx, split))
+            total, count = total + loss * ntoks, count + ntoks
+            mx.eval(total, count)
+        total = mx.distributed.all_sum(total, stream=mx.cpu)
+        count = mx.distributed.all_sum(count, stream=mx.cpu)
+        self.model.train()
+        return (total / mx.maximum(count, 1)).item()
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            print(message, flush=True)
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Train to the end; returns the final state (completed, stopped, early_stopped)."""
+        cfg = self.cfg
+        self.stop.install()
+        self._status(state="running", total_steps=self.total_steps)
+        if self.step == 0:
+            self._validate(0)
+        self.model.train()
+        window_loss, window_tokens, window_time, window_steps = 0.0, 0, 0.0, 0
+        stop_reason, final_state = None, "completed"
+        while self.step < self.total_steps:
+            tic = time.perf_counter()
+            loss, ntoks, grad_norm = self._one_step()
+            window_time += time.perf_counter() - tic
+            self.step += 1
+            window_loss += loss
+            window_tokens += ntoks
+            window_steps += 1
+            self.trained_tokens += ntoks
+            if not math.isfinite(loss):
+                raise ForgeError(
+                    f"training loss became {loss} at step {self.step}",
+                    str(self.run_dir),
+                    f"lower learning_rate (now {cfg.learning_rate:g}) or set max_grad_norm; "
+                    "the last good checkpoint is kept",
+                )
+            last = self.step == self.total_steps
+            if self.step % cfg.steps_per_report == 0 or last or self.stop:
+                self._report(window_loss / window_steps, window_tokens / max(window_time, 1e-9), grad_norm)
+                window_loss, window_tokens, window_time, window_steps = 0.0, 0, 0.0, 0
+            verdict_stop = None
+            if self.step % cfg.steps_per_eval == 0 or last:
+                verdict_stop = self._validate(self.step)
+            if self.step % cfg.save_every == 0 or last or self.stop or verdict_stop:
+                self._save()
+            if verdict_stop:
+                stop_reason, final_state = verdict_stop, "early_stopped"
+                break
+            if self.stop:
+                stop_reason, final_state = f"stopped by {self.stop.signal_name}", "stopped"
+                break
+        self._status(state=final_state, stop_reason=stop_reason, ended_at=runs.now_iso(), pid=None)
+        self.log(f"{final_state} at step {self.step}" + (f": {stop_reason}" if stop_reason else ""))
+        return final_state
+
+    def _one_step(self) -> tuple[float, int, float]:
+        grad, accum = None, self.cfg.grad_accumulation_steps
+        loss_sum, tokens = mx.array(0.0), mx.array(0.0)
+        for micro in range(accum):
+            tokens_arr, weights = self._batch(self.batches.next(), self.train_split)
+            loss, ntoks, grad, grad_norm = self._step_fn(tokens_arr, weights, grad, micro == accum - 1)
+            loss_sum, tokens = loss_sum + loss, tokens + ntoks
+            mx.eval(self._state, loss_sum, tokens, grad)
+        loss_sum = mx.distributed.all_sum(loss_sum, stream=mx.cpu) / self.world.size()
+        tokens = mx.distributed.all_sum(tokens, stream=mx.cpu)
+        return loss_sum.item() / accum, int(tokens.item()), grad_norm.item()
+
+    def _validate(self, step: int) -> str | None:
+        """Evaluate once, log it once, update best checkpoint and early stopping."""
+        if len(self.val_split.tokens) == 0:
+            return None
+        tic = time.perf_counter()
+        val_loss = self.evaluate()
+        record = {"step": step, "split": "val", "loss": val_loss, "ppl": _ppl(val_loss)}
+        record["val_time_s"] = round(time.perf_counter() - tic, 3)
+        self._metrics(record)
+        self.log(f"step {step}/{self.total_steps} | val loss {val_loss:.4f} | ppl {_ppl(val_loss):.2f}")
+        if step == 0:  # the baseline before training: logged, not a checkpoint candidate
+            return None
+        if not math.isfinite(val_loss):
+            raise ForgeError(f"validation loss became {val_loss} at step {step}", str(self.run_dir), "lower learning_rate")
+        verdict = self.stopper.update(step, val_loss)
+        if verdict.is_best:
+            self._save()
+            if self.is_main:
+                checkpoints.set_best(self.run_dir, step)
+            self._status(best_step=step, best_val_loss=val_loss)
+        return verdict.stop_reason
+
+    def _save(self) -> None:
+        if not self.is_main or (self.run_dir / runs.CHECKPOINTS / str(self.step) / runs.TRAINER_STATE_FILE).exists():
+            return
+        state = {
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "trained_tokens": self.trained_tokens,
+            "batch_position": self.batches.position,
+            "epoch": self.batches.epoch_progress(),
+            "early_stopping": self.stopper.state(),
+            "rng_state": np.array(mx.random.state[0]).tolist(),
+            "elapsed_s": self.writer.elapsed(),
+            "val_loss": self.stopper.best_loss if self.stopper.best_step == self.step else None,
+        }
+        checkpoints.save(self.run_dir, self.step, self.model, self.optimizer, self.adapter_config, state)
+        checkpoints.prune(self.run_dir, self.cfg.keep_last)
+        self._status(last_checkpoint=self.step)
+
+    def _report(self, loss: float, tokens_per_sec: float, grad_norm: float) -> None:
+        lr = float(self.optimizer.learning_rate.item())
+        record = {
+            "step": self.step,
+            "split": "train",
+            "loss": loss,
+            "lr": lr,
+            "tokens_per_sec": round(tokens_per_sec, 1),
+            "trained_tokens": self.trained_tokens,
+            "peak_memory_gb": round(mx.get_peak_memory() / 1e9, 4),
+            "epoch": round(self.batches.epoch_progress(), 4),
+        }
+        if self.cfg.max_grad_norm is not None:
+            record["grad_norm"] = grad_norm
+        self._metrics(record)
+        elapsed = self.writer.elapsed()
+        eta = elapsed / max(self.step, 1) * (self.total_steps - self.step)
+        self._status(step=self.step, epoch=record["epoch"], tokens_per_sec=record["tokens_per_sec"], eta_s=round(eta, 1))
+        self.log(
+            f"step {self.step}/{self.total_steps} | train loss {loss:.4f} | lr {lr:.2e} | "
+            f"{tokens_per_sec:,.0f} tok/s | peak {record['peak_memory_gb']:.2f} GB"
+        )
+
+    def _metrics(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            self.writer.log_metrics(record)
+
+    def _status(self, **changes: Any) -> None:
+        if self.is_main:
+            self.writer.set_status(**changes)
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("inf")
+
+
+def fail(run_dir: Path, error: BaseException) -> None:
+    """Record a failure: one-line cause in status.json, the traceback in train.log (stderr)."""
+    traceback.print_exception(error)
+    message = error.message if isinstance(error, ForgeError) else f"{type(error).__name__}: {error}"
+    writer = runs.RunWriter(Path(run_dir), runs.read_status(run_dir))
+    writer.set_status(state="failed", error=message.splitlines()[0] if message else type(error).__name__, error_detail=message, ended_at=runs.now_iso(), pid=None)
