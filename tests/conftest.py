@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,14 +28,3 @@ def tiny_model(forgellm_home: Path) -> Path:
     from forgellm.models.registry import ensure_builtin
 
     return ensure_builtin("tiny")
-
-
-def run_cli(*args: str, timeout: float = 300, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run `python -m forgellm ...` as a real subprocess (same environment, project on the path)."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "forgellm", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=PROJECT_ROOT, **kwargs
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"forgellm {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc

@@ -10,6 +10,7 @@ Everything it reports goes through the run folder (see `forgellm.runs`).
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 import traceback
@@ -38,6 +39,12 @@ class StopRequested:
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        # Acts as if Stop were pressed right after this step: makes interrupt-and-resume reproducible.
+        self.at_step = int(os.environ.get("FORGELLM_STOP_AT_STEP", "0")) or None
+
+    def check_step(self, step: int) -> None:
+        if self.at_step is not None and step >= self.at_step and self.signal_name is None:
+            self.signal_name = "FORGELLM_STOP_AT_STEP"
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -88,14 +95,14 @@ def total_steps_for(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> i
 class Trainer:
     """One training run: set up from config + run folder, then `run()` until done, stopped or failed."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, model_path: Path, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, writer: runs.RunWriter, model_path: Path, resume: bool = False):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.run_dir = writer.run_dir
         self.model_path = model_path
         self.resume = resume
         self.world = mx.distributed.init()
         self.is_main = self.world.rank() == 0
-        self.writer = runs.RunWriter(self.run_dir)
+        self.writer = writer
         self.stop = StopRequested()
 
     # ---- setup -----------------------------------------------------------------------------------
@@ -160,7 +167,8 @@ class Trainer:
         self.trained_tokens = state["trained_tokens"]
         self.batches.position = state["batch_position"]
         self.stopper = EarlyStopper.from_state(state["early_stopping"])
-        mx.random.state[0] = mx.array(np.array(state["rng_state"], dtype=np.uint32))
+        high, low = state["rng_state"]
+        mx.random.seed((int(high) << 32) | int(low))  # seeding with the 64-bit key restores it exactly
         self.writer.continue_from(state["elapsed_s"])
         if self.is_main:
             runs.truncate_metrics_after(self.run_dir, self.step)
@@ -243,6 +251,7 @@ class Trainer:
             loss, ntoks, grad_norm = self._one_step()
             window_time += time.perf_counter() - tic
             self.step += 1
+            self.stop.check_step(self.step)
             window_loss += loss
             window_tokens += ntoks
             window_steps += 1
@@ -301,15 +310,21 @@ class Trainer:
             raise ForgeError(f"validation loss became {val_loss} at step {step}", str(self.run_dir), "lower learning_rate")
         verdict = self.stopper.update(step, val_loss)
         if verdict.is_best:
-            self._save()
-            if self.is_main:
-                checkpoints.set_best(self.run_dir, step)
+            self._save(is_best=True)
             self._status(best_step=step, best_val_loss=val_loss)
         return verdict.stop_reason
 
-    def _save(self) -> None:
-        if not self.is_main or (self.run_dir / runs.CHECKPOINTS / str(self.step) / runs.TRAINER_STATE_FILE).exists():
+    def _save(self, is_best: bool = False) -> None:
+        """Checkpoint this step (once, however many reasons ask), then apply retention."""
+        if not self.is_main:
             return
+        if not (self.run_dir / runs.CHECKPOINTS / str(self.step) / runs.TRAINER_STATE_FILE).exists():
+            self._write_checkpoint()
+        if is_best:
+            checkpoints.set_best(self.run_dir, self.step)
+        checkpoints.prune(self.run_dir, self.cfg.keep_last)
+
+    def _write_checkpoint(self) -> None:
         state = {
             "step": self.step,
             "total_steps": self.total_steps,
@@ -317,12 +332,11 @@ class Trainer:
             "batch_position": self.batches.position,
             "epoch": self.batches.epoch_progress(),
             "early_stopping": self.stopper.state(),
-            "rng_state": np.array(mx.random.state[0]).tolist(),
+            "rng_state": np.array(list(mx.random.state)[0]).tolist(),
             "elapsed_s": self.writer.elapsed(),
             "val_loss": self.stopper.best_loss if self.stopper.best_step == self.step else None,
         }
         checkpoints.save(self.run_dir, self.step, self.model, self.optimizer, self.adapter_config, state)
-        checkpoints.prune(self.run_dir, self.cfg.keep_last)
         self._status(last_checkpoint=self.step)
 
     def _report(self, loss: float, tokens_per_sec: float, grad_norm: float) -> None:

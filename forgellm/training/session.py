@@ -91,7 +91,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> int:
         fine_tune_type=cfg.fine_tune_type,
     )
     try:
-        trainer = Trainer(cfg, run_dir, resolve_model(cfg.model), resume=resume)
+        trainer = Trainer(cfg, writer, resolve_model(cfg.model), resume=resume)
         trainer.setup()
         state = trainer.run()
     except (Exception, KeyboardInterrupt) as e:  # any failure is recorded in the run folder, then reported

@@ -1,0 +1,125 @@
+"""Plotly figures from run metrics and data reports: pure functions, no Gradio.
+
+Figures are re-sent to the browser on every refresh, so they stay light: at most `MAX_POINTS` points
+per series (train series are downsampled, keeping the first and last point). `uirevision` keeps the
+user's zoom and hidden legend entries across refreshes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+MAX_POINTS = 2000
+_HEIGHT = 340
+_LAYOUT = dict(
+    margin=dict(l=50, r=20, t=40, b=40),
+    legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
+    uirevision="keep",  # constant: refreshing the data must not reset zoom or legend clicks
+    template="plotly_white",
+)
+
+
+def downsample(points: Sequence[Any], max_points: int = MAX_POINTS) -> list[Any]:
+    """At most `max_points` items, evenly spaced, always keeping the first and the last."""
+    n = len(points)
+    if n <= max_points:
+        return list(points)
+    if max_points < 2:
+        return [points[-1]] if max_points == 1 else []
+    stride = (n - 1) / (max_points - 1)
+    return [points[round(i * stride)] for i in range(max_points)]
+
+
+def _series(records: Iterable[dict[str, Any]], split: str, field: str) -> list[tuple[int, float]]:
+    """(step, value) of one split's finite values, sorted by step (a resumed run may repeat steps)."""
+    by_step: dict[int, float] = {}
+    for r in records:
+        value = r.get(field)
+        if r.get("split") != split or not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        by_step[int(r.get("step", 0))] = float(value)  # a later record for a step replaces an earlier one
+    return sorted(by_step.items())
+
+
+def _empty(title: str, message: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_layout(title=title, height=_HEIGHT, xaxis=dict(visible=False), yaxis=dict(visible=False), **_LAYOUT)
+    return fig
+
+
+def best_validation(records: Iterable[dict[str, Any]]) -> tuple[int, float] | None:
+    """(step, loss) of the lowest validation loss after step 0 (step 0 is the untrained baseline)."""
+    val = [p for p in _series(records, "val", "loss") if p[0] > 0]
+    return min(val, key=lambda p: p[1]) if val else None
+
+
+def loss_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
+    """Train and validation loss against step, with the best validation point marked.
+
+    Args:
+        records: Metric records as in a run's metrics.jsonl (`step`, `split`: train|val, `loss`, ...).
+
+    Returns:
+        A figure with traces "train" (line, downsampled), "validation" (line with markers) and, when
+        there is a validation point after step 0, "best validation" (one highlighted marker).
+    """
+    train = downsample(_series(records, "train", "loss"))
+    val = _series(records, "val", "loss")
+    if not train and not val:
+        return _empty("Loss", "no loss reported yet")
+    fig = go.Figure()
+    if train:
+        fig.add_trace(go.Scatter(x=[s for s, _ in train], y=[v for _, v in train], name="train", mode="lines"))
+    if val:
+        fig.add_trace(go.Scatter(x=[s for s, _ in val], y=[v for _, v in val], name="validation", mode="lines+markers"))
+    best = best_validation(records)
+    if best is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[best[0]], y=[best[1]], name="best validation", mode="markers",
+                marker=dict(size=14, symbol="star", color="gold", line=dict(width=1, color="black")),
+                hovertemplate="best val loss %{y:.4f} at step %{x}<extra></extra>",
+            )
+        )  # fmt: skip
+    fig.update_layout(title="Loss", xaxis_title="step", yaxis_title="loss", height=_HEIGHT, **_LAYOUT)
+    return fig
+
+
+def throughput_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
+    """Tokens per second (left axis) and learning rate (right axis) against step, from train records."""
+    tps = downsample(_series(records, "train", "tokens_per_sec"))
+    lr = downsample(_series(records, "train", "lr"))
+    if not tps and not lr:
+        return _empty("Throughput and learning rate", "no training report yet")
+    fig = go.Figure()
+    if tps:
+        fig.add_trace(go.Scatter(x=[s for s, _ in tps], y=[v for _, v in tps], name="tokens/s", mode="lines"))
+    if lr:
+        fig.add_trace(go.Scatter(x=[s for s, _ in lr], y=[v for _, v in lr], name="learning rate", mode="lines",
+                                 yaxis="y2", line=dict(dash="dot")))  # fmt: skip
+    fig.update_layout(
+        title="Throughput and learning rate", xaxis_title="step", height=_HEIGHT,
+        yaxis=dict(title="tokens/s", rangemode="tozero"),
+        yaxis2=dict(title="learning rate", overlaying="y", side="right", exponentformat="e", showgrid=False),
+        **_LAYOUT,
+    )  # fmt: skip
+    return fig
+
+
+def length_histogram_figure(edges: Sequence[int], counts: Sequence[int], unit: str = "tokens") -> go.Figure:
+    """Bars of a length histogram (a data report's `lengths`): bin i covers [edges[i], edges[i+1]).
+
+    Bins are labelled `lo-hi` as categories, so linear and log2 bins read the same way.
+    """
+    if not counts or len(edges) != len(counts) + 1:
+        return _empty("Lengths", "no lengths to show")
+    labels = [f"{lo}-{hi - 1}" if hi - 1 > lo else str(lo) for lo, hi in zip(edges, edges[1:])]
+    fig = go.Figure(go.Bar(x=labels, y=list(counts), name="count", hovertemplate="%{x} " + unit + ": %{y}<extra></extra>"))
+    fig.update_layout(title=f"Lengths ({unit})", xaxis_title=unit, yaxis_title="count", height=_HEIGHT, **_LAYOUT)
+    fig.update_xaxes(type="category")
+    return fig

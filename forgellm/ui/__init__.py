@@ -1,0 +1,48 @@
+"""The Gradio app: `build_app()` lays out one tab per module and wires the few links between them.
+
+Each tab module only connects widgets to library functions (`forgellm.appstate` holds the form logic,
+without Gradio). Building reads a few small files (configs, run and model lists) and loads no model.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Gradio's analytics start non-daemon threads that can hang a firewalled machine at exit; set these
+# before gradio is imported (app.py does too, for launches that do not come through here first).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import gradio as gr  # noqa: E402
+
+from . import chat, dataset, models, monitoring, publishing, training  # noqa: E402
+from .common import CSS  # noqa: E402
+
+TITLE = "ForgeLLM"
+REFRESH_SECONDS = 2.0
+
+__all__ = ["CSS", "TITLE", "build_app"]
+
+
+def build_app() -> gr.Blocks:
+    """Construct the app's Blocks without launching it (call `.queue().launch(css=CSS)` to serve)."""
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\nContinued pre-training and instruction tuning with MLX: train, watch, chat, publish.")
+        # Outside gr.Tabs: a timer inside a tab that was never opened does not tick.
+        timer = gr.Timer(REFRESH_SECONDS)
+        with gr.Tabs():
+            with gr.Tab("Training"):
+                train_tab = training.build(timer, demo)
+            with gr.Tab("Dataset"):
+                dataset.build(demo, train_tab)
+            with gr.Tab("Monitoring"):
+                monitor_tab = monitoring.build(timer, demo)
+            with gr.Tab("Chat"):
+                chat.build(demo)
+            with gr.Tab("Publishing"):
+                publishing.build(demo)
+            with gr.Tab("Models"):
+                models.build(demo)
+        # Monitoring follows the Training tab's current run (e.g. the one just started).
+        train_tab.run.change(monitoring.follow_run, train_tab.run, monitor_tab.run)
+    return demo

@@ -1,0 +1,49 @@
+"""The one place where errors become messages, plus small widget helpers shared by the tabs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gradio as gr
+
+from ..errors import ForgeError
+
+log = logging.getLogger("forgellm.ui")
+
+CSS = """
+#forge-log textarea, #forge-report textarea { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
+"""
+
+# Textbox(autoscroll=True) does not follow programmatic updates, so scroll the log to its end after
+# each change (setTimeout: the new value is rendered after the change event fires).
+SCROLL_LOG_JS = """
+() => { setTimeout(() => {
+  const box = document.querySelector('#forge-log textarea');
+  if (box) { box.scrollTop = box.scrollHeight; }
+}, 50); }
+"""
+
+
+def error_text(error: BaseException) -> str:
+    """What to tell the user about `error`: a ForgeError's own message (every config problem listed);
+    for anything else its type and text, with the traceback logged to the app's console."""
+    if isinstance(error, ForgeError):
+        return error.message
+    log.error("unexpected error in the UI", exc_info=error)
+    return f"unexpected {type(error).__name__}: {error} (the traceback is in the app's console)"
+
+
+def show_error(error: BaseException) -> str:
+    """Pop a warning toast for `error` and return Markdown for a visible message beside the control."""
+    text = error_text(error)
+    gr.Warning(text.splitlines()[0], duration=8)
+    return f"**Error**\n\n```text\n{text}\n```"
+
+
+def choices_update(choices: list[Any], value: Any = None, keep: Any = None) -> dict[str, Any]:
+    """A dropdown update with fresh choices: `keep` stays selected while it is a choice, else `value`
+    (None when neither is a choice, so a vanished run is never silently replaced by another)."""
+    values = [c[1] if isinstance(c, tuple) else c for c in choices]
+    chosen = keep if keep in values else value if value in values else None
+    return gr.update(choices=choices, value=chosen)

@@ -1,0 +1,89 @@
+"""Monitoring tab: a run's status line, loss and throughput charts and the end of its log.
+
+Everything is read from the run folder. The app-wide timer calls `_show` every 2 s; it first compares
+a few file sizes and times with what is on screen and sends nothing when they are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from .. import appstate, charts, runs
+from ..errors import ForgeError
+from .common import SCROLL_LOG_JS, choices_update, error_text
+
+LOG_LINES = 30
+
+
+@dataclass
+class MonitoringTab:
+    run: gr.Dropdown
+    refresh: gr.Button
+    status: gr.Markdown
+    loss: gr.Plot
+    throughput: gr.Plot
+    log: gr.Textbox
+    seen: gr.State  # signature of what is on screen (a cache, not run state: the folder is the truth)
+
+    def outputs(self) -> list[Any]:
+        return [self.status, self.loss, self.throughput, self.log, self.seen]
+
+
+def build(timer: gr.Timer, demo: gr.Blocks) -> MonitoringTab:
+    """Lay out the Monitoring tab and wire the run picker and the periodic refresh."""
+    choices = appstate.run_choices()
+    with gr.Row():
+        run = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="run", info="Newest first.", scale=4)
+        refresh = gr.Button("Refresh list", size="sm", scale=1)
+    status = gr.Markdown("Pick a run to follow it.")
+    with gr.Row():
+        loss = gr.Plot(label="loss", show_label=False)
+        throughput = gr.Plot(label="throughput", show_label=False)
+    log = gr.Textbox(label=f"train.log (last {LOG_LINES} lines)", lines=14, max_lines=14, interactive=False,
+                     elem_id="forge-log", autoscroll=True)  # fmt: skip
+    seen = gr.State(None)
+    tab = MonitoringTab(run, refresh, status, loss, throughput, log, seen)
+
+    refresh.click(_refresh_runs, run, run)
+    run.change(_show_now, run, tab.outputs(), show_progress="hidden")
+    timer.tick(_show, [run, seen], tab.outputs(), show_progress="hidden")
+    log.change(None, None, None, js=SCROLL_LOG_JS)
+    demo.load(_refresh_runs, run, run).then(_show_now, run, tab.outputs(), show_progress="hidden")
+    return tab
+
+
+def follow_run(run_name: str | None) -> Any:
+    """Select `run_name` in the run list (the Training tab's current run); nothing when there is none."""
+    if not run_name:
+        return gr.skip()
+    return choices_update(appstate.run_choices(include=run_name), run_name)
+
+
+def _refresh_runs(current: str | None) -> Any:
+    choices = appstate.run_choices()
+    return choices_update(choices, choices[0][1] if choices else None, keep=current)
+
+
+def _show_now(run_name: str | None) -> list[Any]:
+    return _show(run_name, None)
+
+
+def _show(run_name: str | None, seen: Any) -> list[Any]:
+    """Status, figures and log for a run; all skipped when no run is chosen or nothing changed."""
+    skip = [gr.skip() for _ in range(5)]
+    if not run_name:
+        return skip
+    try:
+        run_dir = appstate.resolve_run(run_name)
+        signature = appstate.run_signature(run_dir)
+        if signature == seen:
+            return skip
+        records = runs.read_metrics(run_dir)
+        summary = appstate.status_summary(runs.read_status(run_dir))
+    except ForgeError as e:
+        return [error_text(e), gr.skip(), gr.skip(), gr.skip(), None]
+    log = runs.tail_log(run_dir, LOG_LINES)
+    return [summary, charts.loss_figure(records), charts.throughput_figure(records), log, signature]

@@ -1,0 +1,399 @@
+"""The app: built without launching, its form logic (forgellm.appstate), its handlers, and one real launch.
+
+Every test that could write points FORGELLM_HOME at a temporary folder (runs/ and models/ live there).
+Handlers are called directly with the library's slow parts (trainer launch, model loading) faked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from forgellm import appstate, config, paths, runs
+from forgellm.config import TrainConfig, field_help
+from forgellm.errors import ConfigError, ForgeError
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("FORGELLM_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def make_run(name: str, state: str = "completed", steps: tuple[int, ...] = (10, 20), model: str = "tiny") -> Path:
+    """A run folder as the trainer leaves it (status, config, metrics, log, checkpoints)."""
+    run_dir = paths.runs_dir() / name
+    (run_dir / runs.CHECKPOINTS).mkdir(parents=True)
+    status = {"state": state, "step": steps[-1] if steps else 0, "total_steps": 20, "started_at": f"2026-01-01T00:00:{len(name):02d}",
+              "epoch": 1.5, "tokens_per_sec": 1234.0, "eta_s": 75, "best_val_loss": 2.5, "best_step": 10, "pid": None}  # fmt: skip
+    if state == "failed":
+        status["error"] = "validation loss became nan at step 20"
+    (run_dir / runs.STATUS_FILE).write_text(json.dumps(status))
+    (run_dir / runs.CONFIG_FILE).write_text(f"model: {model}\ntrain_type: cpt\n")
+    (run_dir / runs.METRICS_FILE).write_text(
+        "".join(json.dumps({"step": s, "split": "train", "loss": 3.0 - s / 100, "lr": 1e-3, "tokens_per_sec": 1000}) + "\n" for s in range(1, 21))
+        + json.dumps({"step": 10, "split": "val", "loss": 2.5}) + "\n"
+    )  # fmt: skip
+    (run_dir / runs.LOG_FILE).write_text("".join(f"line {i}\n" for i in range(100)))
+    for step in steps:
+        ckpt = run_dir / runs.CHECKPOINTS / str(step)
+        ckpt.mkdir()
+        (ckpt / runs.TRAINER_STATE_FILE).write_text(json.dumps({"step": step}))
+    return run_dir
+
+
+def form_dict(cfg: TrainConfig, **changes) -> dict:
+    values = dict(zip(appstate.FORM_KEYS, appstate.form_values(cfg)))
+    values.update({k.replace("__", "."): v for k, v in changes.items()})
+    return values
+
+
+# --------------------------------------------------------------------------------------------------
+# The Blocks, built without launching
+
+
+@pytest.fixture(scope="module")
+def app_config():
+    from forgellm.ui import build_app
+
+    return build_app().get_config_file()
+
+
+def test_build_app_has_the_tabs(app_config):
+    labels = [c["props"].get("label") for c in app_config["components"] if c["type"] == "tabitem"]
+    assert labels == ["Training", "Dataset", "Monitoring", "Chat", "Publishing", "Models"]
+
+
+def test_timer_sits_outside_the_tabs(app_config):
+    # A gr.Timer inside a tab that was never opened does not tick.
+    by_type = {c["type"]: c["id"] for c in app_config["components"]}
+
+    def ids_under(node: dict) -> set[int]:
+        return {node["id"], *(i for child in node.get("children", []) for i in ids_under(child))}
+
+    def find(node: dict, wanted: int) -> dict | None:
+        if node["id"] == wanted:
+            return node
+        return next((n for child in node.get("children", []) if (n := find(child, wanted))), None)
+
+    tabs = find(app_config["layout"], by_type["tabs"])
+    assert by_type["timer"] in ids_under(app_config["layout"]) and by_type["timer"] not in ids_under(tabs)
+
+
+def test_training_form_widgets_follow_form_keys():
+    import gradio as gr
+
+    from forgellm.ui import training
+
+    with gr.Blocks() as demo:
+        tab = training.build(gr.Timer(), demo)
+    assert len(tab.form()) == len(appstate.FORM_KEYS)
+    for widget, key in zip(tab.form(), appstate.FORM_KEYS):
+        assert key in field_help()
+        assert widget.label in (key, "LoRA rank")
+        assert widget.value == appstate.get_key(appstate.load_base(tab.config.value), key)
+
+
+# --------------------------------------------------------------------------------------------------
+# Form → overrides → config
+
+
+def test_unchanged_form_gives_no_overrides():
+    base = TrainConfig()
+    assert appstate.build_overrides(base, form_dict(base)) == []
+    # Widget typing is not a change: a Number hands back 8.0 for batch_size 8, a Textbox may pad.
+    assert appstate.build_overrides(base, form_dict(base, batch_size=8.0, model=" tiny ")) == []
+
+
+def test_only_changed_values_become_overrides_and_round_trip(tmp_path):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("model: tiny\niters: 50\nlearning_rate: 2e-4\nlora_parameters:\n  rank: 4\n")
+    base = config.load(yaml_file)
+    values = form_dict(base, iters=75, learning_rate=1e-05, lora_parameters__rank=16, model="123",
+                       train_type="ift", data="dataset/instructions")  # fmt: skip
+    overrides = appstate.build_overrides(base, values)
+    assert [o.split("=")[0] for o in overrides] == ["model", "train_type", "data", "iters", "learning_rate", "lora_parameters.rank"]
+    loaded = config.load(yaml_file, overrides)
+    assert dict(zip(appstate.FORM_KEYS, appstate.form_values(loaded))) == values
+    assert loaded.model == "123"  # a name that looks like a number stays a string
+
+
+def test_emptied_or_invalid_fields_are_reported_not_defaulted():
+    base = TrainConfig()
+    overrides = appstate.build_overrides(base, form_dict(base, iters=None))
+    assert overrides == ["iters=null"]  # an emptied field must not silently fall back to the default
+    with pytest.raises(ConfigError, match="iters"):
+        config.load(None, overrides)
+    overrides = appstate.build_overrides(base, form_dict(base, learning_rate=-1.0, val_fraction=2.0))
+    with pytest.raises(ConfigError) as e:
+        config.load(None, overrides)
+    keys = {p.split(":")[0] for p in e.value.problems}
+    assert {"learning_rate", "val_fraction"} <= keys
+
+
+def test_form_keys_and_literal_choices_come_from_the_config_tree():
+    assert set(appstate.FORM_KEYS) <= set(field_help())
+    assert appstate.literal_choices("train_type") == ["cpt", "ift"]
+    assert appstate.key_type("lora_parameters.rank") is int
+
+
+def test_config_choices(tmp_path):
+    choices = appstate.list_configs()
+    assert choices[-1] == appstate.DEFAULTS_CHOICE
+    assert appstate.config_path(appstate.DEFAULTS_CHOICE) is None
+    with pytest.raises(ForgeError):
+        appstate.config_path("../app.py")
+    with pytest.raises(ForgeError):
+        appstate.config_path("configs/../tests/x.yaml")
+
+
+# --------------------------------------------------------------------------------------------------
+# Paths the UI may offer
+
+
+def test_dataset_choices_never_escape_dataset(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "dataset" / "docs").mkdir(parents=True)
+    (project / "dataset" / "docs" / "a.txt").write_text("hello")
+    (project / "dataset" / ".hidden").mkdir()
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (project / "dataset" / "link").symlink_to(outside)
+    monkeypatch.setattr(paths, "PROJECT_ROOT", project)
+
+    choices = appstate.dataset_choices()
+    assert choices == ["dataset/docs", "dataset/docs/a.txt"]
+    assert all(appstate.is_dataset_path(c) for c in choices)
+    for bad in ("dataset/link", "dataset/../secret", str(outside), "/etc", "", "dataset/missing"):
+        assert not appstate.is_dataset_path(bad), bad
+    base = TrainConfig(data="dataset/docs")
+    with pytest.raises(ForgeError, match="not a folder or file under dataset/"):
+        appstate.build_overrides(base, form_dict(base, data="dataset/link"))
+    # What the YAML file says is shown as is; only a value changed in the UI must come from dataset/.
+    assert appstate.dataset_choices("/data/mine")[0] == "/data/mine"
+
+
+def test_real_dataset_choices_are_inside_dataset():
+    root = paths.dataset_dir().resolve()
+    for choice in appstate.dataset_choices():
+        assert (paths.PROJECT_ROOT / choice).resolve().is_relative_to(root)
+
+
+@pytest.mark.parametrize("name", ["", "  ", "a/b", "a\\b", "..", "../x", "x..y", ".hidden", "tiny"])
+def test_output_name_rejects_paths(name):
+    with pytest.raises(ForgeError):
+        appstate.validate_output_name(name)
+
+
+def test_output_name_accepts_a_plain_name(home):
+    assert appstate.validate_output_name(" my-model_v2 ") == home / "models" / "my-model_v2"
+    (home / "models" / "taken").mkdir(parents=True)
+    with pytest.raises(ForgeError, match="not a fused model"):
+        appstate.validate_output_name("taken")
+
+
+def test_runs_checkpoints_and_adapters():
+    make_run("20260101-000000-cpt-tiny", steps=(10, 20))
+    make_run("20260102-000000-cpt-tiny-longer", steps=())
+    names = [value for _label, value in appstate.run_choices()]
+    assert names == ["20260102-000000-cpt-tiny-longer", "20260101-000000-cpt-tiny"]  # newest first
+    assert [v for _l, v in appstate.adapter_choices()] == [appstate.NO_ADAPTER, "20260101-000000-cpt-tiny"]
+    assert appstate.checkpoint_choices("20260101-000000-cpt-tiny") == ["best", "latest", "20", "10"]
+    assert appstate.checkpoint_choices(appstate.NO_ADAPTER) == []
+    assert appstate.run_base_model("20260101-000000-cpt-tiny") == "tiny"
+    # A run that was just started has an empty folder for a moment: it is still listed when asked for.
+    (paths.runs_dir() / "20260104-000000-starting").mkdir()
+    assert appstate.run_choices(include="20260104-000000-starting")[0] == ("20260104-000000-starting (starting)", "20260104-000000-starting")
+    assert appstate.resolve_run("20260104-000000-starting").name == "20260104-000000-starting"
+    for bad in ("../x", "nope", "", None, ".x"):
+        with pytest.raises(ForgeError):
+            appstate.resolve_run(bad)
+
+
+def test_status_summary():
+    run_dir = make_run("r1", state="completed")
+    line = appstate.status_summary(runs.read_status(run_dir))
+    assert "**completed**" in line and "step 20/20" in line and "1,234 tok/s" in line and "best val loss 2.5000 at step 10" in line
+    assert "ETA" not in line  # only while running
+    # A 'running' run whose trainer is gone is shown as failed, with a hint.
+    status = {**runs.read_status(run_dir), "state": "running", "pid": 2**22 + 12345}
+    assert appstate.status_summary(status).startswith("**failed**")
+    failed = appstate.status_summary(runs.read_status(make_run("r2", state="failed")))
+    assert "validation loss became nan" in failed
+    assert appstate.format_duration(3725) == "1h 02m" and appstate.format_duration(65) == "1m 05s"
+
+
+def test_message_text_accepts_parts_and_strings():
+    parts = [{"type": "text", "text": "Hello "}, {"type": "file", "file": {}}, {"type": "text", "text": "bees"}]
+    assert appstate.message_text(parts) == "Hello bees"
+    assert appstate.message_text("plain") == "plain"
+    history = [{"role": "user", "content": parts}, {"role": "assistant", "content": "Hi", "metadata": {}}]
+    assert appstate.chat_messages(history) == [{"role": "user", "content": "Hello bees"}, {"role": "assistant", "content": "Hi"}]
+
+
+# --------------------------------------------------------------------------------------------------
+# Handlers, with the slow library parts faked
+
+
+def test_start_passes_changed_fields_and_reports_problems(monkeypatch):
+    from forgellm.ui import training
+
+    calls = []
+
+    def fake_start(path, overrides):
+        calls.append((path, overrides))
+        run_dir = make_run("20260103-000000-cpt-tiny", state="running")
+        return run_dir, SimpleNamespace(pid=4242, wait=lambda: 0)
+
+    monkeypatch.setattr(training.process, "start_training", fake_start)
+    base = TrainConfig()
+    values = form_dict(base, iters=5)
+    message, run_update = training._start(appstate.DEFAULTS_CHOICE, *values.values())
+    assert calls == [(None, ["iters=5"])]
+    assert "20260103-000000-cpt-tiny" in message and run_update["value"] == "20260103-000000-cpt-tiny"
+
+    bad = form_dict(base, iters=0, learning_rate=-1.0)
+    with pytest.warns(UserWarning):  # gr.Warning outside a request falls back to warnings.warn
+        message, run_update = training._start(appstate.DEFAULTS_CHOICE, *bad.values())
+    assert "problem(s) in the config" in message and "iters: must be >= 1" in message and "learning_rate: must be > 0" in message
+    assert len(calls) == 1
+
+
+def test_stop_on_a_finished_run_says_so():
+    from forgellm.ui import training
+
+    make_run("done", state="completed")
+    assert "not running (state: completed)" in training._stop("done")
+
+
+def test_monitoring_refresh_is_cheap_and_silent():
+    import gradio as gr
+
+    from forgellm.ui import monitoring
+
+    assert monitoring._show(None, None) == [gr.skip()] * 5
+    run_dir = make_run("watched")
+    status, loss, throughput, log, seen = monitoring._show("watched", None)
+    assert "completed" in status and len(loss.data) == 3 and log.splitlines()[-1] == "line 99"
+    assert len(log.splitlines()) == monitoring.LOG_LINES
+    assert monitoring._show("watched", seen) == [gr.skip()] * 5  # nothing changed: nothing sent
+    with open(run_dir / runs.METRICS_FILE, "a") as f:
+        f.write(json.dumps({"step": 21, "split": "train", "loss": 1.0}) + "\n")
+    assert monitoring._show("watched", seen)[0] != gr.skip()
+
+
+def test_chat_streams_and_reports_errors(monkeypatch):
+    from forgellm.ui import chat
+
+    closed = []
+
+    class Loaded:
+        def chat_prompt(self, messages):
+            return json.dumps(messages)
+
+    def fake_stream(loaded, prompt, settings):
+        try:
+            for i, piece in enumerate(["Bees ", "make ", "honey."]):
+                yield SimpleNamespace(text=piece, generation_tokens=i + 1, generation_tps=42.0, finish_reason="stop" if i == 2 else None)
+        finally:
+            closed.append(True)
+
+    monkeypatch.setattr(chat.inference, "load_for_chat", lambda model, adapter, checkpoint: Loaded())
+    monkeypatch.setattr(chat.inference, "stream", fake_stream)
+    history = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, {"role": "assistant", "content": [{"type": "text", "text": "hello"}]}]
+    steps = list(chat._respond("What do bees make?", history, "tiny", "none", None, 0.7, 0.95, 20))
+    final_chat, textbox, info = steps[-1]
+    assert final_chat[-1] == {"role": "assistant", "content": "Bees make honey."}
+    assert final_chat[0] == {"role": "user", "content": "hi"} and textbox == ""
+    assert "3 tokens" in info and "42.0 tokens/s" in info and "end of answer" in info
+    assert len(steps) == 1 + 3 + 1 and closed == [True]
+
+    # Stop: closing the handler's generator mid-stream closes the model stream (frees the lock).
+    closed.clear()
+    gen = chat._respond("again", [], "tiny", "none", None, 0.7, 0.95, 20)
+    next(gen), next(gen)
+    gen.close()
+    assert closed == [True]
+
+    def refuse(model, adapter, checkpoint):
+        raise ForgeError("this adapter was trained on tiny, not on smollm", "runs/x", "choose tiny as the base model")
+
+    monkeypatch.setattr(chat.inference, "load_for_chat", refuse)
+    with pytest.warns(UserWarning):
+        steps = list(chat._respond("hi", [], "smollm2-135m-instruct", "none", None, 0.7, 0.95, 20))
+    chat_after, textbox, info = steps[-1]
+    assert chat_after == [] and textbox == "hi" and "choose tiny as the base model" in info
+
+
+def test_publishing_rejects_a_bad_name_before_fusing(monkeypatch):
+    from forgellm.ui import publishing
+
+    make_run("r")
+    monkeypatch.setattr(publishing, "fuse_run", lambda *a: pytest.fail("must not fuse"))
+    with pytest.warns(UserWarning):
+        assert "not a plain folder name" in publishing._fuse("r", "best", "../escape")
+
+
+# --------------------------------------------------------------------------------------------------
+# app.py
+
+
+def _import_app():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("forgellm_app_main", paths.PROJECT_ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parse_args_prefers_flags_then_spaces_env():
+    app = _import_app()
+    args = app.parse_args([], env={})
+    assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
+    env = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7861"}
+    assert (app.parse_args([], env=env).host, app.parse_args([], env=env).port) == ("0.0.0.0", 7861)
+    args = app.parse_args(["--host", "127.0.0.2", "--port", "9000", "--share"], env=env)
+    assert (args.host, args.port, args.share) == ("127.0.0.2", 9000, True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_app_serves_and_exits_on_sigterm(home):
+    port = _free_port()
+    env = {**os.environ, "FORGELLM_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=paths.PROJECT_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    try:
+        deadline, status = time.monotonic() + 90, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = opener.open(f"http://127.0.0.1:{port}/", timeout=5).status
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200, proc.stdout.read().decode() if proc.poll() is not None else "no answer in 90 s"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
