@@ -102,7 +102,11 @@ class TrainConfig:
     seed: int = _f(0, "Seed for initialisation, data order and dropout.")
     output_dir: str = _f("runs", "Parent folder of run folders (relative paths: project home).")
     run_name: str | None = _f(None, "Run folder name; null = <timestamp>-<train_type>-<model>.")
-    hosts: list[str] | None = _f(None, "Hosts for data-parallel training via mlx.launch; null = this machine only.")
+    hosts: list[str] | None = _f(
+        None, "IP addresses for data-parallel training via mlx.launch (repeat one for several ranks); null = one process."
+    )
+    hostfile: str | None = _f(None, "An mlx.launch hostfile (JSON) instead of hosts.")
+    distributed_backend: Literal["ring", "mpi"] = _f("ring", "mlx.launch backend: ring (TCP, default) or mpi.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,8 +294,7 @@ def from_dict(data: dict[str, Any], source: str | None = None, lines: dict[str, 
     src = _Source(source, lines or {})
     problems: list[str] = []
     cfg = _build(TrainConfig, data, problems, src)
-    if not problems:
-        _check_ranges(cfg, problems, src)
+    _check_ranges(cfg, problems, src)  # a key that failed to coerce kept its (valid) default
     if problems:
         raise ConfigError(problems, source)
     return cfg

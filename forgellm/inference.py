@@ -110,7 +110,11 @@ def _config_shape(model_path: Path) -> tuple | None:
 
 
 def stream(loaded: LoadedModel, prompt: str, settings: GenerationSettings) -> Iterator[Any]:
-    """Yield mlx-lm `GenerationResponse` records (`.text` is the new piece; speed and finish reason ride along)."""
+    """Yield mlx-lm `GenerationResponse` records (`.text` is the new piece; speed and finish reason ride along).
+
+    Holds the generation lock while iterating: a caller that stops early must `close()` the generator
+    (Gradio does so on cancel) or the lock is held until it is garbage-collected.
+    """
     import mlx.core as mx
     from mlx_lm.generate import stream_generate
     from mlx_lm.sample_utils import make_logits_processors, make_sampler

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,9 +79,12 @@ def launch(argv: list[str], run_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     with open(run_dir / runs.LOG_FILE, "ab") as log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT, env=env, start_new_session=True
         )
+    # Reap the child when it exits so a long-lived app never accumulates zombies.
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    return proc
 
 
 def stop(run_dir: Path, wait_s: float = 0.0) -> bool:
@@ -117,4 +121,10 @@ def start_training(config_path: Path | None, overrides: list[str]) -> tuple[Path
         cfg.run_name = runs.new_run_name(cfg.train_type, cfg.model)
     run_dir = start_run_dir(cfg)
     argv = trainer_argv(config_path, [*overrides, f"run_name={cfg.run_name}"])
-    return run_dir, launch(argv, run_dir)
+    proc = launch(argv, run_dir)
+    # Visible to monitoring at once; the trainer rewrites it (same pid) as soon as it starts.
+    runs.RunWriter(run_dir).set_status(
+        state="running", pid=proc.pid, pid_start=process_start_time(proc.pid), step=0, total_steps=None,
+        started_at=runs.now_iso(), model=cfg.model, train_type=cfg.train_type,
+    )
+    return run_dir, proc

@@ -59,12 +59,14 @@ class RunWriter:
 
     run_dir: Path
     status: dict[str, Any] = field(default_factory=dict)
+    read_only: bool = False  # distributed ranks other than 0 keep time but write nothing
     _t0: float = field(default_factory=time.monotonic)
     _elapsed_offset: float = 0.0
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
-        (self.run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        if not self.read_only:
+            (self.run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
 
     def elapsed(self) -> float:
         """Seconds of training so far, continued across resumes."""
@@ -76,11 +78,15 @@ class RunWriter:
 
     def set_status(self, **changes: Any) -> None:
         self.status.update(changes)
+        if self.read_only:
+            return
         self.status["updated_at"] = now_iso()
         atomic.write_json(self.run_dir / STATUS_FILE, self.status)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line; a single write() keeps concurrent readers from seeing half a record."""
+        if self.read_only:
+            return
         record = {**record, "elapsed_s": round(self.elapsed(), 3)}
         line = json.dumps(record, allow_nan=True) + "\n"
         with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:

@@ -58,6 +58,15 @@ class StopRequested:
     def __bool__(self) -> bool:
         return self.signal_name is not None
 
+    def agree(self, world: mx.distributed.Group) -> bool:
+        """Every rank stops at the same step if any rank was asked to (rank 0 gets the signal)."""
+        if world.size() == 1:
+            return bool(self)
+        votes = mx.distributed.all_sum(mx.array(1.0 if self else 0.0), stream=mx.cpu).item()
+        if votes and not self:
+            self.signal_name = "stop on another rank"
+        return votes > 0
+
 
 def masked_loss(model: nn.Module, tokens: mx.array, weights: mx.array) -> tuple[mx.array, mx.array]:
     """Mean cross-entropy over target positions whose weight is 1 (prompt and padding weigh 0)."""
@@ -252,6 +261,7 @@ class Trainer:
             window_time += time.perf_counter() - tic
             self.step += 1
             self.stop.check_step(self.step)
+            stopping = self.stop.agree(self.world)
             window_loss += loss
             window_tokens += ntoks
             window_steps += 1
@@ -264,18 +274,18 @@ class Trainer:
                     "the last good checkpoint is kept",
                 )
             last = self.step == self.total_steps
-            if self.step % cfg.steps_per_report == 0 or last or self.stop:
+            if self.step % cfg.steps_per_report == 0 or last or stopping:
                 self._report(window_loss / window_steps, window_tokens / max(window_time, 1e-9), grad_norm)
                 window_loss, window_tokens, window_time, window_steps = 0.0, 0, 0.0, 0
             verdict_stop = None
             if self.step % cfg.steps_per_eval == 0 or last:
                 verdict_stop = self._validate(self.step)
-            if self.step % cfg.save_every == 0 or last or self.stop or verdict_stop:
+            if self.step % cfg.save_every == 0 or last or stopping or verdict_stop:
                 self._save()
             if verdict_stop:
                 stop_reason, final_state = verdict_stop, "early_stopped"
                 break
-            if self.stop:
+            if stopping:
                 stop_reason, final_state = f"stopped by {self.stop.signal_name}", "stopped"
                 break
         self._status(state=final_state, stop_reason=stop_reason, ended_at=runs.now_iso(), pid=None)
