@@ -1,0 +1,222 @@
+"""CPT: packing conserves tokens, the split is by document, mixing hits its ratio, the report is exact.
+
+The corpora here use a word-level tokenizer (one word = one token) so every expected number is known.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest_data import cfg, doc, make_tokenizer, wtok  # noqa: F401 (fixture)
+
+from forgellm.data import prepare
+from forgellm.errors import ForgeError
+from forgellm.paths import dataset_dir
+
+EOS = 1  # id of <eos> in the word tokenizer
+
+
+def stream_of(tokens: np.ndarray) -> np.ndarray:
+    """Undo the windowing: rows overlap by one token (stride L, width L + 1)."""
+    assert np.array_equal(tokens[1:, 0], tokens[:-1, -1]), "each window must start where the previous ended"
+    return np.concatenate([tokens[:, :-1].ravel(), tokens[-1:, -1]])
+
+
+def split_docs(stream: np.ndarray) -> list[tuple[int, ...]]:
+    """Documents in a stream (each ends with EOS); the last piece may be a cut-off remainder."""
+    ends = np.flatnonzero(stream == EOS)
+    pieces, start = [], 0
+    for end in ends:
+        pieces.append(tuple(stream[start : end + 1].tolist()))
+        start = end + 1
+    if start < len(stream):
+        pieces.append(tuple(stream[start:].tolist()))
+    return pieces
+
+
+@pytest.fixture
+def known_corpus(tmp_path):
+    """10 distinct documents of known length, plus one duplicate, one empty record and one skipped file."""
+    root = tmp_path / "corpus"
+    (root / "sub").mkdir(parents=True)
+    lengths = [30, 41, 25, 60, 33, 47, 38, 29, 52, 44]  # words; tokens = words + 1 (EOS)
+    for i, n in enumerate(lengths[:8]):
+        (root / ("sub" if i % 2 else "") / f"d{i}.txt").write_text(doc(f"doc{i}", n, start=i * 7), encoding="utf-8")
+    records = [{"text": doc("doc8", lengths[8])}, {"text": doc("doc9", lengths[9])}, {"text": "  "}, {"text": doc("doc8", lengths[8])}]
+    (root / "more.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
+    return root, {f"doc{i}": n + 1 for i, n in enumerate(lengths)}
+
+
+def test_report_numbers_are_exact_on_a_known_corpus(known_corpus, wtok, tmp_path):
+    root, tokens_of = known_corpus
+    c = cfg(data=root, max_seq_length=10, val_fraction=0.2)
+    p = prepare(c, wtok, cache_dir=tmp_path / "cache")
+    r = p.report
+    assert r["documents"] == {"read": 12, "kept": 10, "empty": 1, "duplicates": 1, "train": 8, "val": 2}
+    assert r["files_summary"]["found"] == 10 and r["files_summary"]["skipped"] == 1
+    assert r["tokens"]["corpus"] == sum(tokens_of.values())
+
+    vocab = wtok.get_vocab()
+    names = {vocab[name]: name for name in tokens_of}
+    val_docs = {names[t] for t in np.asarray(p.val.tokens).ravel().tolist() if t in names}
+    train_docs = {names[t] for t in np.asarray(p.train.tokens).ravel().tolist() if t in names}
+    assert r["tokens"]["val"] == sum(tokens_of[d] for d in val_docs)
+    for split, part in (("train", p.train), ("val", p.val)):
+        s = r["splits"][split]
+        total = r["tokens"][split]
+        assert s["rows"] == (total - 1) // 10 == part.rows
+        assert s["tokens_in_rows"] == s["rows"] * 10 + 1
+        assert s["remainder"] == total - s["tokens_in_rows"] < 10
+        assert s["targets"] == s["rows"] * 10
+    y = r["yield"]
+    assert y["unused_tokens"] == r["splits"]["train"]["remainder"] + r["splits"]["val"]["remainder"]
+    assert y["fraction"] == pytest.approx((y["corpus_tokens"] - y["unused_tokens"]) / y["corpus_tokens"], abs=1e-5)
+    assert r["lengths"]["count"] == 10 and sum(r["lengths"]["counts"]) == 10
+    assert r["lengths"]["min"] == min(tokens_of.values()) and r["lengths"]["max"] == max(tokens_of.values())
+    json.dumps(r)  # the report is JSON-serialisable
+
+
+def test_packing_conserves_every_token_except_the_remainder(known_corpus, wtok, tmp_path):
+    root, tokens_of = known_corpus
+    p = prepare(cfg(data=root, max_seq_length=10, val_fraction=0.2), wtok, cache_dir=tmp_path / "cache")
+    assert p.train.tokens.dtype == np.int32 and p.train.tokens.shape[1] == 11 and p.train.mask is None
+    docs = {}
+    for f in sorted(root.rglob("*.txt")):
+        ids = wtok(f.read_text(), add_special_tokens=False)["input_ids"] + [EOS]
+        docs[ids[0]] = tuple(ids)
+    for line in (root / "more.jsonl").read_text().splitlines()[:2]:
+        ids = wtok(json.loads(line)["text"], add_special_tokens=False)["input_ids"] + [EOS]
+        docs[ids[0]] = tuple(ids)
+    seen = []
+    for split in ("train", "val"):
+        stream = stream_of(np.asarray(getattr(p, split).tokens))
+        pieces = split_docs(stream)
+        for piece in pieces[:-1]:
+            assert docs[piece[0]] == piece, "a whole document, never cut or reordered inside"
+        last = pieces[-1]
+        assert docs[last[0]][: len(last)] == last  # the only cut is the final remainder
+        seen += [piece[0] for piece in pieces]
+        assert len(stream) + p.report["splits"][split]["remainder"] == p.report["tokens"][split]
+    assert sorted(seen) == sorted(docs), "every document lands in exactly one split"
+
+
+def test_split_is_by_document_and_deterministic(tmp_path, wtok):
+    root = tmp_path / "c"
+    root.mkdir()
+    for i in range(40):
+        (root / f"{i:02d}.txt").write_text(doc(f"doc{i}", 20 + i % 7))
+    c = cfg(data=root, max_seq_length=8, val_fraction=0.1)
+    p = prepare(c, wtok, cache_dir=tmp_path / "a")
+    q = prepare(c, wtok, cache_dir=tmp_path / "b")  # a fresh build, not a cache hit
+    assert not q.report["cache"]["hit"]
+    vocab = wtok.get_vocab()
+    tags = {vocab[f"doc{i}"] for i in range(40)}
+
+    def tags_in(split) -> set[int]:
+        return tags & set(np.asarray(split.tokens).ravel().tolist())
+
+    assert tags_in(p.val).isdisjoint(tags_in(p.train))
+    assert len(tags_in(p.val)) == 4 == p.report["documents"]["val"]
+    assert tags_in(p.val) == tags_in(q.val) and np.array_equal(p.train.tokens, q.train.tokens)
+    other = prepare(cfg(data=root, max_seq_length=8, val_fraction=0.1, seed=1), wtok, cache_dir=tmp_path / "a")
+    assert tags_in(other.val) != tags_in(p.val), "the seed chooses the validation documents"
+
+
+@pytest.mark.parametrize("ratio", [0.8, 0.5])
+def test_mixing_hits_the_ratio_and_validation_stays_domain(tmp_path, wtok, ratio):
+    dom, gen = tmp_path / "dom", tmp_path / "gen"
+    dom.mkdir()
+    gen.mkdir()
+    for i in range(30):
+        (dom / f"{i}.txt").write_text(doc(f"doc{i}", 50 + 3 * i))
+    for i in range(60):
+        (gen / f"{i}.txt").write_text(" ".join(f"gen{(i * 13 + k) % 400}" for k in range(40 + i)))
+    c = cfg(data=dom, max_seq_length=16, val_fraction=0.1, mixture={"general": str(gen), "ratio": ratio})
+    p = prepare(c, wtok, cache_dir=tmp_path / "cache")
+    m = p.report["mixture"]
+    assert abs(m["ratio_achieved"] - ratio) < 0.01
+    gen_ids = {wtok.get_vocab()[f"gen{i}"] for i in range(400)}
+    train = np.asarray(p.train.tokens)[:, :-1].ravel()
+    general_share = np.isin(train, list(gen_ids)).sum() / np.isin(train, [EOS], invert=True).sum()
+    assert abs((1 - general_share) - ratio) < 0.01, "counted in the rows themselves, not just the report"
+    assert not np.isin(np.asarray(p.val.tokens), list(gen_ids)).any()
+    assert p.report["general_files_summary"]["read"] == 60 and m["general_repeats"] <= 1
+
+
+def test_small_general_corpus_is_repeated_and_reported(tmp_path, wtok):
+    dom, gen = tmp_path / "dom", tmp_path / "gen.txt"
+    dom.mkdir()
+    for i in range(10):
+        (dom / f"{i}.txt").write_text(doc(f"doc{i}", 100))
+    gen.write_text(" ".join(f"gen{k}" for k in range(50)))
+    c = cfg(data=dom, max_seq_length=16, val_fraction=0.1, mixture={"general": str(gen), "ratio": 0.5})
+    r = prepare(c, wtok, cache_dir=tmp_path / "cache").report
+    assert r["mixture"]["general_repeats"] > 10
+    assert abs(r["mixture"]["ratio_achieved"] - 0.5) < 0.01
+    assert any("repeated" in note for note in r["notes"])
+
+
+def test_too_small_corpus_stops_with_the_numbers(tmp_path, wtok):
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "a.txt").write_text(doc("doc1", 100))
+    with pytest.raises(ForgeError, match="1 document") as e:
+        prepare(cfg(data=root), wtok, cache_dir=tmp_path / "cache")
+    assert e.value.fix and "add documents" in e.value.fix
+    (root / "b.txt").write_text(doc("doc2", 5))
+    with pytest.raises(ForgeError, match=r"(training|validation) split gets 1 document\(s\) with \d+ tokens.*17") as e:
+        prepare(cfg(data=root, max_seq_length=16, val_fraction=0.5), wtok, cache_dir=tmp_path / "cache")
+    assert "max_seq_length" in e.value.fix
+    assert not list((tmp_path / "cache").glob("*")), "a failed build leaves no cache entry"
+
+
+def test_documents_mentioning_special_tokens_are_text(tmp_path):
+    tok = make_tokenizer()
+    root = tmp_path / "c"
+    root.mkdir()
+    for i in range(4):
+        (root / f"{i}.md").write_text(f"The marker <|im_end|> ends a turn in ChatML, note {i}. " * 5)
+    p = prepare(cfg(data=root, max_seq_length=8, val_fraction=0.25), tok, cache_dir=tmp_path / "cache")
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    stream = stream_of(np.asarray(p.train.tokens))
+    assert (stream == eos).sum() <= 3, "only document separators are EOS, not the literal text"
+
+
+def test_mlx_lm_tokenizer_wrapper_is_accepted(tmp_path, wtok):
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    root = tmp_path / "c"
+    root.mkdir()
+    for i in range(4):
+        (root / f"{i}.txt").write_text(doc(f"doc{i}", 30))
+    c = cfg(data=root, max_seq_length=8)
+    wrapped = prepare(c, TokenizerWrapper(wtok), cache_dir=tmp_path / "cache")
+    plain = prepare(c, wtok, cache_dir=tmp_path / "cache")
+    assert plain.report["cache"]["hit"], "same tokenizer underneath: same cache entry"
+    assert np.array_equal(wrapped.train.tokens, plain.train.tokens)
+
+
+@pytest.mark.skipif(not (dataset_dir() / "beekeeping").is_dir(), reason="sample corpus not present")
+def test_sample_corpus_yield_is_at_least_99_percent(tmp_path):
+    from forgellm.models.tiny import corpus_texts, train_tokenizer
+
+    tok = train_tokenizer(corpus_texts(), 4096)  # what the built-in tiny model uses
+    c = cfg(data="dataset/beekeeping", max_seq_length=256, val_fraction=0.1)
+    r = prepare(c, tok, cache_dir=tmp_path / "cache").report
+    assert r["yield"]["fraction"] >= 0.99, r["yield"]
+
+
+def test_long_documents_are_tokenized_in_pieces_without_changing_tokens(tmp_path, monkeypatch):
+    from forgellm.data import tokens as tokens_module
+
+    tok = make_tokenizer()
+    text = "\n".join(f"Line {i} of the hive journal.\n\n  indented {i}" for i in range(60))
+    whole = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    monkeypatch.setattr(tokens_module, "PIECE_CHARS", 64)  # cut every ~32-64 characters
+    info = tokens_module.tokenizer_info(tok)
+    flat, lengths = info.encode_documents([text, "short"])
+    assert flat[: lengths[0]].tolist() == whole
+    assert len(tokens_module._split_pieces([text])[0]) > 20
