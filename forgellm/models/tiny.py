@@ -34,11 +34,11 @@ class TinySpec:
     """Architecture of the tiny model; the defaults are what `forgellm tiny` builds."""
 
     vocab_size: int = 2048
-    hidden_size: int = 192
+    hidden_size: int = 128
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    intermediate_size: int = 512
+    intermediate_size: int = 384
     max_position_embeddings: int = 2048
     rope_theta: float = 10000.0
     seed: int = 0

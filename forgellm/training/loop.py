@@ -87,10 +87,12 @@ def build_optimizer(cfg: TrainConfig, total_steps: int) -> optim.Optimizer:
     if cfg.warmup_steps:
         warmup = optim.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps)
         schedule = optim.join_schedules([warmup, schedule], [cfg.warmup_steps])
+    # Bias correction on (MLX's default is off): without it the first few hundred updates are
+    # mis-scaled and a small model trained from scratch reaches a given loss far later.
     if cfg.optimizer == "adamw":
-        return optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
+        return optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay, bias_correction=True)
     if cfg.optimizer == "adam":
-        return optim.Adam(learning_rate=schedule)
+        return optim.Adam(learning_rate=schedule, bias_correction=True)
     return optim.SGD(learning_rate=schedule, weight_decay=cfg.weight_decay)
 
 
