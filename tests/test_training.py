@@ -150,3 +150,40 @@ def test_fused_model_logits_equal_base_plus_adapter(lora_run: Path, tmp_path: Pa
     before = (out / "model.safetensors").stat().st_mtime_ns
     run_cli("fuse", str(lora_run), "--checkpoint", "best", "--out", str(out))  # same checkpoint: no-op
     assert (out / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_early_stopping_ends_the_run_with_its_reason(tiny_model: Path, tmp_path: Path) -> None:
+    # min_delta is unreachable, so the second evaluation (step 4) is the first without improvement.
+    run_dir, proc = train(tmp_path, "early", "iters=50", "steps_per_eval=2", "early_stopping.patience=1",
+                          "early_stopping.min_delta=100")  # fmt: skip
+    status = runs.read_status(run_dir)
+    assert proc.returncode == 0 and status["state"] == "early_stopped" and status["step"] == 4
+    assert "no validation improvement" in status["stop_reason"]
+    assert [r["step"] for r in runs.read_metrics(run_dir) if r["split"] == "val"] == [0, 2, 4]
+    assert runs.checkpoint_steps(run_dir)[-1] == 4
+
+
+def test_diverging_loss_fails_the_run_with_a_hint(tiny_model: Path, tmp_path: Path) -> None:
+    run_dir, proc = train(tmp_path, "nan", "iters=30", "learning_rate=1e6", "warmup_steps=0", "max_grad_norm=null",
+                          "save_every=1", "steps_per_eval=100", check=False)  # fmt: skip
+    status = runs.read_status(run_dir)
+    assert proc.returncode != 0 and status["state"] == "failed"
+    assert "loss became" in status["error"] and "learning_rate" in status["error_detail"]
+    assert "Traceback" in (run_dir / "train.log").read_text()
+    assert all(s < status["step"] for s in runs.checkpoint_steps(run_dir))  # no NaN weights saved
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model=/no/such/model", "not found"),
+        ("batch_size=100000", "batch_size"),
+        ("data=dataset/no-such-folder", "no-such-folder"),
+    ],
+)
+def test_bad_input_fails_before_step_one_with_a_clear_error(tiny_model: Path, tmp_path: Path, override: str, expected: str) -> None:
+    run_dir, proc = train(tmp_path, "bad", override, check=False)
+    status = runs.read_status(run_dir)
+    assert proc.returncode != 0 and status["state"] == "failed" and status.get("step", 0) == 0
+    assert expected in status["error_detail"], status
+    assert not (run_dir / "metrics.jsonl").exists()

@@ -133,6 +133,10 @@ class Trainer:
                 (self.run_dir / "chat_template.jinja").write_text(prepared.chat_template)
         self._check_batch_fits()
         make_trainable(self.model, cfg)
+        if cfg.grad_checkpoint:
+            from mlx_lm.tuner.trainer import grad_checkpoint
+
+            grad_checkpoint(self.model.layers[0])  # patches the block class: every block recomputes
         self.total_steps = total_steps_for(cfg, len(self.train_split.tokens))
         self.optimizer = build_optimizer(cfg, self.total_steps)
         self.optimizer.init(self.model.trainable_parameters())
@@ -269,6 +273,7 @@ class Trainer:
             window_steps += 1
             self.trained_tokens += ntoks
             if not math.isfinite(loss):
+                self._status(step=self.step)
                 raise ForgeError(
                     f"training loss became {loss} at step {self.step}",
                     str(self.run_dir),
