@@ -15,7 +15,7 @@ from .. import appstate, charts, runs
 from ..errors import ForgeError
 from .common import SCROLL_LOG_JS, choices_update, error_text
 
-LOG_LINES = 30
+LOG_LINES = 20  # the box shows them all, so the newest line is always in view
 
 
 @dataclass
@@ -42,7 +42,7 @@ def build(timer: gr.Timer, demo: gr.Blocks) -> MonitoringTab:
     with gr.Row():
         loss = gr.Plot(label="loss", show_label=False)
         throughput = gr.Plot(label="throughput", show_label=False)
-    log = gr.Textbox(label=f"train.log (last {LOG_LINES} lines)", lines=14, max_lines=14, interactive=False,
+    log = gr.Textbox(label=f"train.log (last {LOG_LINES} lines)", lines=LOG_LINES, max_lines=LOG_LINES, interactive=False,
                      elem_id="forge-log", autoscroll=True)  # fmt: skip
     seen = gr.State(None)
     tab = MonitoringTab(run, refresh, status, loss, throughput, log, seen)
