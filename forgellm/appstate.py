@@ -154,6 +154,8 @@ def build_overrides(base: TrainConfig, values: Mapping[str, Any]) -> list[str]:
             continue
         if key == "data" and not is_dataset_path(new):
             raise ForgeError(f"{new!r} is not a folder or file under dataset/", "data", "pick one from the list")
+        if key == "model":
+            check_model_choice(new)
         overrides.append(f"{key}={_yaml_value(new)}")
     return overrides
 
@@ -204,6 +206,27 @@ def dataset_choices(current: str | None = None) -> list[str]:
     if current and current not in out:
         out.insert(0, current)
     return out
+
+
+def check_model_choice(value: str) -> str:
+    """A model typed into the UI: a built-in name, a folder under the project or models/, or a Hub id.
+
+    Arbitrary filesystem paths are refused: nothing outside the project's folders is reachable from
+    the browser (the CLI and YAML files are not limited).
+    """
+    from .models.registry import BUILTINS, HUB_ALIASES
+
+    value = (value or "").strip()
+    if value in BUILTINS or value in HUB_ALIASES:
+        return value
+    parts = Path(value).parts
+    if not value or value.startswith(("/", "~", "\\")) or ".." in parts or ":" in value:
+        raise ForgeError(f"{value!r} is not allowed here", "model", "pick a built-in model, a folder under models/, or a Hub id like org/name")
+    for root in (paths.PROJECT_ROOT, paths.models_dir()):
+        candidate = root / value
+        if candidate.exists() and not _inside(candidate, root):
+            raise ForgeError(f"{value!r} leads outside the project", "model", "pick a folder under models/")
+    return value
 
 
 def validate_output_name(name: str) -> Path:

@@ -397,3 +397,16 @@ def test_app_serves_and_exits_on_sigterm(home):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("value", ["/etc", "~/models/x", "../outside", "models/../../etc", "C:evil"])
+def test_model_choice_never_reaches_outside_the_project(value: str) -> None:
+    from forgellm.errors import ForgeError
+
+    with pytest.raises(ForgeError):
+        appstate.check_model_choice(value)
+
+
+@pytest.mark.parametrize("value", ["tiny", "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "org/name"])
+def test_model_choice_accepts_builtins_and_hub_ids(value: str) -> None:
+    assert appstate.check_model_choice(value) == value

@@ -108,7 +108,7 @@ def _respond(
     yield [turn, "", "Loading the model (the first time can take a while)…"]
     try:
         adapter_dir = appstate.resolve_run(adapter) if adapter and adapter != appstate.NO_ADAPTER else None
-        loaded = inference.load_for_chat(model, adapter_dir, checkpoint or "best")
+        loaded = inference.load_for_chat(appstate.check_model_choice(model), adapter_dir, checkpoint or "best")
         prompt = loaded.chat_prompt(turn[:-1])
     except Exception as e:  # noqa: BLE001 - e.g. an adapter that does not fit the base: a message, not a crash
         yield [before, message, show_error(e)]  # give the message back so it can be resent
