@@ -187,3 +187,17 @@ def test_bad_input_fails_before_step_one_with_a_clear_error(tiny_model: Path, tm
     assert proc.returncode != 0 and status["state"] == "failed" and status.get("step", 0) == 0
     assert expected in status["error_detail"], status
     assert not (run_dir / "metrics.jsonl").exists()
+
+
+SHIPPED = sorted(p.name for p in (PROJECT_ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_trains(tiny_model: Path, tmp_path: Path, name: str) -> None:
+    """Each configs/*.yaml runs as shipped, shortened to two steps on short rows."""
+    args = ["train", f"configs/{name}"]
+    for item in ["iters=2", "max_seq_length=128", "val_batches=1", "steps_per_eval=2", f"output_dir={tmp_path}"]:
+        args += ["--set", item]
+    run_dir = Path(run_cli(*args, timeout=400).stdout.splitlines()[0])
+    assert runs.read_status(run_dir)["state"] in ("completed", "early_stopped")
+    assert runs.checkpoint_steps(run_dir)
