@@ -17,7 +17,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
-import forgellm  # noqa: E402,F401 - first: it loads a fast BLAS before anything imports mlx
+import forgellm  # noqa: E402 - first: it loads a fast BLAS before anything imports mlx
+import forgellm.platform  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     """Build the app and serve it until interrupted (Ctrl-C or SIGTERM)."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    forgellm.platform.warn_if_slow()  # once, with the fix, if MLX is left on its reference BLAS
     from forgellm.ui import CSS, build_app
 
     try:
