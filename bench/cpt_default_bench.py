@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/cpt-tiny.yaml")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "FORGELLM_HOME": home, "PYTHONPATH": str(ROOT)}
         t0 = time.perf_counter()
@@ -41,7 +42,7 @@ def main() -> None:
         records = runs.read_metrics(run_dir)
     val = [r["loss"] for r in records if r["split"] == "val"]
     tps = statistics.median(r["tokens_per_sec"] for r in records if r["split"] == "train")
-    print(f"{args.config} on {os.cpu_count()} cores, load average before: {os.getloadavg()[0]:.2f}\n")
+    print(f"{args.config} on {os.cpu_count()} cores, load average before: {load_before:.2f}\n")
     print("| tiny build | train wall time (incl. start-up) | first val loss | last val loss | drop | median tokens/s |")
     print("|---|---|---|---|---|---|")
     print(f"| {build_s:.1f} s | {train_s:.0f} s | {val[0]:.3f} | {val[-1]:.3f} | {1 - val[-1] / val[0]:.1%} | {tps:,.0f} |")
