@@ -128,7 +128,3 @@ def stream(loaded: LoadedModel, prompt: str, settings: GenerationSettings) -> It
             loaded.model, loaded.tokenizer, prompt, max_tokens=settings.max_tokens, sampler=sampler, logits_processors=processors
         )
 
-
-def clear_cache() -> None:
-    with _load_lock:
-        _cache.clear()

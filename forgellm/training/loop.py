@@ -96,7 +96,7 @@ def build_optimizer(cfg: TrainConfig, total_steps: int) -> optim.Optimizer:
     return optim.SGD(learning_rate=schedule, weight_decay=cfg.weight_decay)
 
 
-def total_steps_for(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int:
+def total_steps_for(cfg: TrainConfig, train_rows: int) -> int:
     if cfg.epochs is None:
         return cfg.iters
     rows_per_step = cfg.batch_size * cfg.grad_accumulation_steps
