@@ -63,8 +63,8 @@ PEER_LAUNCHER = (
 
 MODELS = {
     # name: (layers, max_seq_length, N1, N2, learning rate)
-    "tiny": dict(layers=4, seq=256, n1=20, n2=120, lr=1e-4),
-    "smollm2-135m-instruct": dict(layers=30, seq=256, n1=4, n2=12, lr=1e-4),
+    "tiny": dict(layers=4, seq=256, n1=20, n2=220, lr=1e-4),
+    "smollm2-135m-instruct": dict(layers=30, seq=256, n1=2, n2=10, lr=1e-4),
 }
 
 
@@ -193,10 +193,12 @@ diffs = []
 for split, name in ((p.train, "train"), (p.val, "valid")):
     with open(a["out_dir"] + f"/{name}.jsonl", "w") as f:
         for row in split.tokens:
-            text = tok.decode(row.tolist(), skip_special_tokens=False)
+            # row[:-1]: mlx-lm appends EOS, so it trains on the same 256 inputs (only the last target differs)
+            # and never hits its "longer than max_seq_length" warning, printed once per batch.
+            text = tok.decode(row[:-1].tolist(), skip_special_tokens=False)
             f.write(json.dumps({"text": text}) + "\n")
             if name == "train":
-                diffs.append(len(tok.encode(text)) - len(row))
+                diffs.append(len(tok.encode(text)) - (len(row) - 1))
 rows = [json.loads(l) for l in open(a["out_dir"] + "/train.jsonl")]
 ds = CacheDataset(TextDataset(rows, tok))
 real, counted, widths = [], [], []
@@ -316,25 +318,27 @@ def run_cases(args: argparse.Namespace, work: Path, results: dict) -> None:
               f"mlx-lm {m_tokens:g} (min {prep['mlx_lm']['trained_targets_per_step_min']}, its own count "
               f"{prep['mlx_lm']['counted_tokens_per_step']:g}); re-encode length diff {prep['mlx_lm']['reencode_len_diff']}",
               flush=True)  # fmt: skip
-        # (case label, tool, fine_tune_type, num_layers)
+        # (case label, tool, fine_tune_type, num_layers, N1, N2)
         plan = []
         if "lora" in cases:
-            plan += [("lora", "forgellm", "lora", -1), ("lora", "mlx-lm", "lora", -1)]
+            plan += [("lora", "forgellm", "lora", -1, n1, n2), ("lora", "mlx-lm", "lora", -1, n1, n2)]
         if "full" in cases or "full-blocks" in cases:
-            plan += [("full", "mlx-lm", "full", -1)]
-        if "full" in cases:
-            plan += [("full", "forgellm", "full", -1)]
+            plan += [("full", "mlx-lm", "full", -1, n1, n2)]
+        if "full" in cases or (args.blas_threads and model == "tiny"):
+            plan += [("full", "forgellm", "full", -1, n1, n2)]
         if "full-blocks" in cases:
-            plan += [("full-blocks", "forgellm", "full", spec["layers"])]
-        if args.stock_peer and model == "tiny":
-            plan += [("lora", "mlx-lm (stock BLAS)", "lora", -1), ("full", "mlx-lm (stock BLAS)", "full", -1)]
+            plan += [("full-blocks", "forgellm", "full", spec["layers"], n1, n2)]
         if args.blas_threads and model == "tiny":
-            plan += [("full", "forgellm OPENBLAS_NUM_THREADS=1", "full", -1)]
-        timings: dict[tuple, dict[int, list[ChildRun]]] = {p: {n1: [], n2: []} for p in plan}
+            plan += [("full", "forgellm OPENBLAS_NUM_THREADS=1", "full", -1, n1, n2)]
+        if args.stock_peer and model == "tiny":  # the reference BLAS is ~10x slower: fewer steps
+            s1, s2 = max(2, n1 // 2), max(4, n1 // 2 + (n2 - n1) // 5)
+            plan += [("lora", "mlx-lm (stock BLAS)", "lora", -1, s1, s2), ("full", "mlx-lm (stock BLAS)", "full", -1, s1, s2)]
+        timings: dict[tuple, list[list[ChildRun]]] = {p: [[], []] for p in plan}
         for rep in range(args.repeat):
-            for n in (n1, n2):
+            for which in (0, 1):
                 for p in plan:
-                    label, tool, ftt, layers = p
+                    label, tool, ftt, layers = p[:4]
+                    n = p[4 + which]
                     tag = f"{model}-{label}-{tool.split()[0]}{'-1t' if 'THREADS' in tool else ''}{'-stock' if 'stock' in tool else ''}-{n}-{rep}"
                     log = work / f"{tag}.log"
                     common = dict(fine_tune_type=ftt, num_layers=layers, batch=batch, iters=n, lr=lr)
@@ -352,19 +356,20 @@ def run_cases(args: argparse.Namespace, work: Path, results: dict) -> None:
                         shutil.rmtree(work / "runs" / tag, ignore_errors=True)
                     else:
                         shutil.rmtree(work / f"adapters-{tag}", ignore_errors=True)
-                    timings[p][n].append(run)
+                    timings[p][which].append(run)
                     print(f"  {label:12s} {tool:32s} N={n:4d}  {run.wall_s:7.2f}s  RSS {run.maxrss_mb:7.1f} MB  "
                           f"load {run.load['load1']}{'' if run.load['quiet'] else ' (NOT quiet)'} waited {run.load['waited_s']}s",
                           flush=True)  # fmt: skip
         for p in plan:
-            label, tool, ftt, layers = p
-            r1, r2 = timings[p][n1], timings[p][n2]
+            label, tool, ftt, layers, p1, p2 = p
+            r1, r2 = timings[p]
             t1, t2 = min(r.wall_s for r in r1), min(r.wall_s for r in r2)
             tokens = f_tokens if tool.startswith("forgellm") else m_tokens
-            s = steady(n1, n2, t1, t2, tokens)
+            s = steady(p1, p2, t1, t2, tokens)
             results["cases"].append({
                 "model": model, "case": label, "tool": tool, "fine_tune_type": ftt, "num_layers": layers,
-                "batch": batch, "seq": seq, "n1": n1, "n2": n2, "t1_s": t1, "t2_s": t2,
+                "batch": batch, "seq": seq, "n1": p1, "n2": p2, "t1_s": t1, "t2_s": t2,
+                "t1_all_s": [r.wall_s for r in r1], "t2_all_s": [r.wall_s for r in r2],
                 "tokens_per_step": tokens, **s,
                 "peak_rss_mb": max(r.maxrss_mb for r in r1 + r2),
                 "loads": [r.load["load1"] for r in r1 + r2],
@@ -388,12 +393,22 @@ def report(results: dict) -> None:
             what = c["case"]
             if c["fine_tune_type"] == "full":
                 what += " (blocks + embeddings)" if c["num_layers"] == -1 and c["tool"].startswith("forgellm") else " (blocks only)"
+            logged = c.get("forgellm_logged_tokens_per_s") or []
+            logged = f"{statistics.mean(logged):,.0f}" if logged and None not in logged else ""
             rows.append([f"{c['model']} {what} {c['batch']}x{c['seq']}", c["tool"], f"{c['tokens_per_s']:,.0f}", tr,
                          f"{c['peak_rss_mb']:.0f}", rr, f"{c['step_s'] * 1e3:.1f}",
+                         f"{c['n1']}/{c['n2']}: {c['t1_s']:.1f}/{c['t2_s']:.1f}", logged,
                          " ".join(f"{x:.2f}" for x in c["loads"]) + ("" if c["all_quiet"] else " (!)")])  # fmt: skip
         print("\nSteady-state tokens/s = (N2-N1) x targets/step / (T2-T1); ratios are ForgeLLM / mlx-lm (same BLAS)."
               " Goal: tokens/s ratio >= 0.98, RSS ratio <= 1.1.\n")  # fmt: skip
-        print(md_table(["case", "tool", "tokens/s", "ratio", "peak RSS MB", "ratio", "ms/step", "load1 at each run start"], rows))
+        print(md_table(["case", "tool", "tokens/s", "ratio", "peak RSS MB", "ratio", "ms/step", "N1/N2: T1/T2 s",
+                        "ForgeLLM's own logged tok/s", "load1 at each run start"], rows))  # fmt: skip
+        threads = [c for c in cases if c["model"] == "tiny" and c["case"] == "full" and c["tool"].startswith("forgellm")]
+        if len(threads) == 2:
+            print("\nForgeLLM, tiny CPT (full, num_layers -1):\n")
+            print(md_table(["OPENBLAS_NUM_THREADS", "tokens/s", "ms/step"],
+                           [["1" if "THREADS" in c["tool"] else "unset (2 cores)", f"{c['tokens_per_s']:,.0f}",
+                             f"{c['step_s'] * 1e3:.1f}"] for c in threads]))  # fmt: skip
         rows = []
         for c in cases:
             if c["tool"].startswith("forgellm") and ov:
