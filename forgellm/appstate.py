@@ -152,8 +152,13 @@ def build_overrides(base: TrainConfig, values: Mapping[str, Any]) -> list[str]:
         new = _normalise(values[key], old)
         if new == old:
             continue
-        if key == "data" and not is_dataset_path(new):
-            raise ForgeError(f"{new!r} is not a folder or file under dataset/", "data", "pick one from the list")
+        if key == "data":
+            new = _data_value(new)
+            if new == old:
+                continue
+            for item in as_path_list(new):
+                if not is_dataset_path(item):
+                    raise ForgeError(f"{item!r} is not a folder or file under dataset/", "data", "pick from the list")
         if key == "model":
             check_model_choice(new)
         overrides.append(f"{key}={_yaml_value(new)}")
@@ -185,7 +190,22 @@ def is_dataset_path(value: str) -> bool:
     return path.exists() and _inside(path, paths.dataset_dir())
 
 
-def dataset_choices(current: str | None = None) -> list[str]:
+def as_path_list(value: str | list[str] | None) -> list[str]:
+    """A `data` value (one path or a list of them) as a list."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _data_value(value: Any) -> Any:
+    """The multi-select's list back to a config value: one path stays a string."""
+    items = [v.strip() for v in as_path_list(value) if isinstance(v, str) and v.strip()]
+    if not items:
+        return None
+    return items[0] if len(items) == 1 else items
+
+
+def dataset_choices(current: str | list[str] | None = None) -> list[str]:
     """Folders and files under dataset/, project-relative (`dataset/beekeeping`), hidden ones left out.
 
     `current` (a config's own `data` value) is kept in the list even when it lies elsewhere, so the form
@@ -203,8 +223,9 @@ def dataset_choices(current: str | None = None) -> list[str]:
             if len(out) >= _MAX_DATASET_CHOICES:
                 break
     out = sorted(out[:_MAX_DATASET_CHOICES])
-    if current and current not in out:
-        out.insert(0, current)
+    for item in reversed(as_path_list(current)):
+        if item not in out:
+            out.insert(0, item)
     return out
 
 

@@ -66,7 +66,9 @@ class TrainConfig:
     trust_remote_code: bool = _f(False, "Allow a Hub model's own tokenizer code to run (off unless you trust it).")
 
     # Data
-    data: str = _f("dataset/beekeeping", "Folder or file of training documents (relative paths: project folder).")
+    data: str | list[str] = _f(
+        "dataset/beekeeping", "Folder or file of training documents, or a list of them (relative paths: project folder)."
+    )
     text_field: str = _f("text", "Field holding the text in .jsonl/.json/.csv CPT files.")
     val_fraction: float = _f(0.1, "Fraction of documents held out for validation (split by document, seeded).")
     max_seq_length: int = _f(256, "Tokens per training window (CPT) or longest example (IFT).")
@@ -167,7 +169,10 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str], src: _Source) ->
     if origin in (typing.Union, types.UnionType):
         options = [a for a in get_args(tp) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
-            return None
+            return None if len(options) < len(get_args(tp)) else _coerce(value, options[0], key, problems, src)
+        lists = [a for a in options if get_origin(a) is list]
+        if isinstance(value, list) and lists:  # `str | list[str]`: a YAML list stays a list
+            return _coerce(value, lists[0], key, problems, src)
         return _coerce(value, options[0], key, problems, src)
     if origin is Literal:
         allowed = get_args(tp)
@@ -213,7 +218,7 @@ def _coerce_scalar(value: Any, tp: type, key: str, problems: list[str], src: _So
                 raise ValueError
             return float(value)
         if tp is str:
-            if isinstance(value, (dict, list)):
+            if value is None or isinstance(value, (dict, list)):
                 raise ValueError
             return str(value)
     except (TypeError, ValueError):
@@ -286,7 +291,8 @@ def _check_ranges(cfg: TrainConfig, problems: list[str], src: _Source) -> None:
     threshold = cfg.early_stopping.overfit_threshold
     need(threshold is None or threshold > 0, "early_stopping.overfit_threshold", "must be > 0 or null")
     need(bool(cfg.model.strip()), "model", "must name a model")
-    need(bool(cfg.data.strip()), "data", "must name a folder or file")
+    data = cfg.data if isinstance(cfg.data, list) else [cfg.data]
+    need(bool(data) and all(isinstance(d, str) and d.strip() for d in data), "data", "must name a folder or file")
 
 
 def from_dict(data: dict[str, Any], source: str | None = None, lines: dict[str, int] | None = None) -> TrainConfig:

@@ -88,7 +88,8 @@ def cfg(**kw):
 
     data = {"max_seq_length": 16, "val_fraction": 0.25, "seed": 0}
     data.update(kw)
-    data["data"] = str(data.get("data", "dataset/beekeeping"))
+    value = data.get("data", "dataset/beekeeping")
+    data["data"] = [str(v) for v in value] if isinstance(value, list) else str(value)
     return from_dict(data)
 
 

@@ -90,3 +90,12 @@ def test_every_field_has_help() -> None:
     helps = config.field_help()
     assert all(helps.values()), [k for k, v in helps.items() if not v]
     assert "lora_parameters.rank" in helps
+
+
+def test_data_is_one_path_or_a_list_of_them():
+    from_dict = config.from_dict
+    assert from_dict({"data": "dataset/beekeeping"}).data == "dataset/beekeeping"
+    assert from_dict({"data": ["a.txt", "docs"]}).data == ["a.txt", "docs"]
+    for bad in (None, [], ["ok", ""], {"path": "x"}):
+        with pytest.raises(ConfigError, match="data"):
+            from_dict({"data": bad})

@@ -220,3 +220,13 @@ def test_long_documents_are_tokenized_in_pieces_without_changing_tokens(tmp_path
     flat, lengths = info.encode_documents([text, "short"])
     assert flat[: lengths[0]].tolist() == whole
     assert len(tokens_module._split_pieces([text])[0]) > 20
+
+
+def test_a_file_list_reads_each_listed_file_once(known_corpus, wtok, tmp_path):
+    root, tokens_of = known_corpus
+    listed = [root / "d0.txt", root / "sub", root / "more.jsonl", root / "sub" / "d1.txt"]  # d1 also inside sub/
+    p = prepare(cfg(data=listed, max_seq_length=10, val_fraction=0.2), wtok, cache_dir=tmp_path / "cache")
+    r = p.report
+    assert r["files_summary"]["found"] == 6  # d0, sub/d1 d3 d5 d7, more.jsonl; image.png was not listed
+    assert r["documents"]["kept"] == 7 and r["documents"]["duplicates"] == 1  # only the JSONL's own duplicate
+    assert r["tokens"]["corpus"] == sum(tokens_of[f"doc{i}"] for i in (0, 1, 3, 5, 7, 8, 9))

@@ -4,6 +4,8 @@ exact resume, generation with an adapter, and fused logits equal to base + adapt
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -201,3 +203,42 @@ def test_every_shipped_config_trains(tiny_model: Path, tmp_path: Path, name: str
     run_dir = Path(run_cli(*args, timeout=400).stdout.splitlines()[0])
     assert runs.read_status(run_dir)["state"] in ("completed", "early_stopped")
     assert runs.checkpoint_steps(run_dir)
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: writes fail with EFBIG
+
+    return apply
+
+
+def test_a_failed_checkpoint_write_keeps_earlier_checkpoints(tiny_model: Path, tmp_path: Path) -> None:
+    """A disk that refuses the write (here: a 1 MB file-size limit the 12 MB full checkpoint exceeds)."""
+    run_dir, _ = train(tmp_path, "disk", "fine_tune_type=full", "iters=4", "save_every=2", "steps_per_eval=100")
+    assert runs.checkpoint_steps(run_dir) == [2, 4]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "forgellm", "train", "--resume", str(run_dir), "--set", "iters=8"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=PROJECT_ROOT, preexec_fn=_limit_file_size(1 << 20),
+    )  # fmt: skip
+    status = runs.read_status(run_dir)
+    assert proc.returncode != 0 and status["state"] == "failed", proc.stderr
+    assert "could not save checkpoint 6" in status["error"], status
+    assert "free disk space" in status["error_detail"] and "--resume" in status["error_detail"]
+    assert runs.checkpoint_steps(run_dir) == [2, 4]  # the failed one is absent, not half-written
+    assert not [p.name for p in (run_dir / runs.CHECKPOINTS).iterdir() if p.name.startswith(".")]
+    run_cli("train", "--resume", str(run_dir), "--set", "iters=8")  # disk freed: resume from 4 and finish
+    assert runs.read_status(run_dir)["state"] == "completed"
+    assert sorted(metric_losses(run_dir, "train")) == list(range(1, 9))
+
+
+def test_a_disk_too_small_for_one_checkpoint_fails_before_step_one(tmp_path: Path) -> None:
+    from forgellm.errors import ForgeError
+    from forgellm.training.checkpoints import require_free_space
+
+    require_free_space(tmp_path, 1)
+    with pytest.raises(ForgeError) as err:
+        require_free_space(tmp_path, shutil.disk_usage(tmp_path).free + (1 << 40))
+    assert "not enough disk space" in err.value.message and "output_dir" in err.value.message

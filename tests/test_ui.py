@@ -104,7 +104,8 @@ def test_training_form_widgets_follow_form_keys():
     for widget, key in zip(tab.form(), appstate.FORM_KEYS):
         assert key in field_help()
         assert widget.label in (key, "LoRA rank")
-        assert widget.value == appstate.get_key(appstate.load_base(tab.config.value), key)
+        expected = appstate.get_key(appstate.load_base(tab.config.value), key)
+        assert widget.value == (appstate.as_path_list(expected) if key == "data" else expected)  # data: a multi-select
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,6 +130,17 @@ def test_only_changed_values_become_overrides_and_round_trip(tmp_path):
     loaded = config.load(yaml_file, overrides)
     assert dict(zip(appstate.FORM_KEYS, appstate.form_values(loaded))) == values
     assert loaded.model == "123"  # a name that looks like a number stays a string
+
+
+def test_the_data_multiselect_gives_one_path_or_a_list():
+    base = TrainConfig()
+    assert appstate.build_overrides(base, form_dict(base, data=["dataset/beekeeping"])) == []
+    two = ["dataset/beekeeping/handbook", "dataset/general"]
+    overrides = appstate.build_overrides(base, form_dict(base, data=two))
+    assert config.load(None, overrides).data == two
+    assert set(two) <= set(appstate.dataset_choices(two)) and appstate.dataset_choices(["/data/a", "/data/b"])[:2] == ["/data/a", "/data/b"]
+    with pytest.raises(ForgeError, match="not a folder or file under dataset/"):
+        appstate.build_overrides(base, form_dict(base, data=["dataset/general", "/etc"]))
 
 
 def test_emptied_or_invalid_fields_are_reported_not_defaulted():

@@ -80,18 +80,19 @@ def discover(paths: list[Path], key: str = "data") -> list[Path]:
     Raises:
         ForgeError: when a path does not exist.
     """
-    found: list[Path] = []
+    found: dict[Path, Path] = {}  # resolved -> as found: a file listed twice (or inside a listed folder) is read once
     for root in paths:
         if root.is_file():
-            found.append(root)
+            found.setdefault(root.resolve(), root)
         elif root.is_dir():
             files = (p for p in root.rglob("*") if p.is_file())
-            found.extend(sorted(p for p in files if not _hidden(p.relative_to(root))))
+            for path in sorted(p for p in files if not _hidden(p.relative_to(root))):
+                found.setdefault(path.resolve(), path)
         else:
             raise ForgeError(
                 "data path does not exist", f"{key}: {root}", "point it at a folder or file of documents"
             )
-    return found
+    return list(found.values())
 
 
 def _hidden(relative: Path) -> bool:

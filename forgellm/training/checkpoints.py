@@ -40,13 +40,31 @@ def save(
             save_adapter(model, tmp, adapter_config)
             mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(optimizer.state)))
             (tmp / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # MLX reports a failed write (full disk) as RuntimeError
+        reason = getattr(e, "strerror", None) or str(e)
         raise ForgeError(
-            f"could not save checkpoint {step}: {e.strerror or e}",
+            f"could not save checkpoint {step}: {reason}",
             str(final),
             "free disk space (the previous checkpoints are intact) and resume with `forgellm train --resume`",
         ) from e
     return final
+
+
+def estimated_bytes(model: nn.Module, optimizer_slots: int) -> int:
+    """Bytes one checkpoint takes: the trainable weights plus `optimizer_slots` copies of them (Adam: 2)."""
+    weights = sum(v.nbytes for _, v in tree_flatten(model.trainable_parameters()))
+    return weights * (1 + optimizer_slots)
+
+
+def require_free_space(run_dir: Path, needed: int) -> None:
+    """Fail before training when the run folder's disk cannot hold even one checkpoint."""
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise ForgeError(
+            f"not enough disk space for a checkpoint: {needed / 1e6:,.1f} MB needed, {free / 1e6:,.1f} MB free",
+            str(run_dir),
+            "free disk space, set output_dir to a larger disk, or train fewer parameters (lora, lower num_layers)",
+        )
 
 
 def load(folder: Path, model: nn.Module, optimizer: optim.Optimizer) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def _use(source: str | None) -> tuple[Any, str]:
     """Put the scanned folder into the Training form's `data` field."""
     if not source or not appstate.is_dataset_path(source):
         return gr.skip(), "Pick a folder or file under dataset/ first."
-    return gr.update(choices=appstate.dataset_choices(source), value=source), f"Training form data set to `{source}`."
+    return gr.update(choices=appstate.dataset_choices(source), value=[source]), f"Training form data set to `{source}`."
 
 
 def _prepared(choice: str, values: tuple[Any, ...]) -> tuple[Any, Any, Any]:

@@ -79,8 +79,8 @@ def build(timer: gr.Timer, demo: gr.Blocks) -> TrainingTab:
     with gr.Row():
         model = gr.Dropdown(appstate.model_choices(base.model), value=base.model, label="model", info=field_help()["model"],
                             allow_custom_value=True)  # fmt: skip
-        data = gr.Dropdown(appstate.dataset_choices(base.data), value=base.data, label="data",
-                           info="A folder or file under dataset/.")  # fmt: skip
+        data = gr.Dropdown(appstate.dataset_choices(base.data), value=appstate.as_path_list(base.data), label="data",
+                           multiselect=True, info="Folders or files under dataset/ (one or more).")  # fmt: skip
     with gr.Row():
         train_type = _radio("train_type", base.train_type)
         fine_tune_type = _radio("fine_tune_type", base.fine_tune_type)
@@ -127,12 +127,12 @@ def _load_config(choice: str) -> list[Any]:
     values = appstate.form_values(cfg)
     data_index = appstate.FORM_KEYS.index("data")
     model_index = appstate.FORM_KEYS.index("model")
-    values[data_index] = gr.update(choices=appstate.dataset_choices(cfg.data), value=cfg.data)
+    values[data_index] = gr.update(choices=appstate.dataset_choices(cfg.data), value=appstate.as_path_list(cfg.data))
     values[model_index] = gr.update(choices=appstate.model_choices(cfg.model), value=cfg.model)
     return [*values, ""]
 
 
-def _refresh_lists(choice: str, model: str, data: str, run: str | None) -> list[Any]:
+def _refresh_lists(choice: str, model: str, data: list[str], run: str | None) -> list[Any]:
     """Re-read configs/, models/, dataset/ and runs/ for a page that was just opened."""
     configs = appstate.list_configs()
     return [
