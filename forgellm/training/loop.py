@@ -356,7 +356,10 @@ class Trainer:
             "elapsed_s": self.writer.elapsed(),
             "val_loss": self.stopper.best_loss if self.stopper.best_step == self.step else None,
         }
-        checkpoints.save(self.run_dir, self.step, self.model, self.optimizer, self.adapter_config, state)
+        tic = time.perf_counter()
+        folder = checkpoints.save(self.run_dir, self.step, self.model, self.optimizer, self.adapter_config, state)
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        self.log(f"checkpoint {self.step} saved: {size / 1e6:,.1f} MB in {time.perf_counter() - tic:.2f}s")
         self._status(last_checkpoint=self.step)
 
     def _report(self, loss: float, tokens_per_sec: float, grad_norm: float) -> None:
