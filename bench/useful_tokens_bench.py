@@ -21,7 +21,9 @@ mlx-lm = real targets after truncation, without padding (its own tokens/s also c
 position per row shorter than the batch); for ForgeLLM = targets with weight 1 (all of them, in CPT).
 Also printed: how many of the training split's corpus tokens each path can train on at all.
 
-Waits for a 1-minute load average below --max-load before every timed run (see train_bench.py).
+Each tool first runs N1 iterations untimed: MLX's CPU backend builds fused kernels with the C++
+compiler the first time it meets a shape (cached in /tmp), which would otherwise fall into one tool's
+first timed run. Waits for a 1-minute load average below --max-load before every timed run (see train_bench.py).
 """
 
 from __future__ import annotations
@@ -151,23 +153,27 @@ def main() -> None:
         common = dict(fine_tune_type=args.fine_tune_type, num_layers=-1, batch=args.batch, lr=args.lr)
         times: dict[str, dict[int, list]] = {"forgellm": {n1: [], n2: []}, "mlx-lm": {n1: [], n2: []}}
         loads = []
-        for rep in range(args.repeat):
-            for n in (n1, n2):
-                for tool in ("forgellm", "mlx-lm"):
-                    tag = f"{tool}-{n}-{rep}"
-                    if tool == "forgellm":
-                        argv = forgellm_argv(args.model, ROOT / "dataset" / "beekeeping", work / "runs", tag,
-                                             iters=n, seq=args.seq, **common)  # fmt: skip
-                    else:
-                        argv = mlx_lm_argv(model_path, work / "data", work / f"adapters-{tag}", iters=n,
-                                           seq=args.seq + 1, **common)  # fmt: skip
-                    run = run_child(argv, work / f"{tag}.log", max_load=args.max_load, max_wait=args.max_wait)
-                    shutil.rmtree(work / "runs" / tag, ignore_errors=True)
-                    shutil.rmtree(work / f"adapters-{tag}", ignore_errors=True)
-                    times[tool][n].append(run.wall_s)
-                    loads.append(run.load["load1"])
-                    print(f"  {tool:9s} N={n:4d} {run.wall_s:7.2f}s  RSS {run.maxrss_mb:6.1f} MB  load {run.load['load1']}"
-                          f"{'' if run.load['quiet'] else ' (NOT quiet)'}", flush=True)  # fmt: skip
+        # An untimed first run of each tool at N1 (one mlx-lm epoch: every batch width) builds MLX's JIT
+        # kernels for these shapes, which would otherwise land in the first timed run only.
+        plan = [("warmup", n1, tool) for tool in ("forgellm", "mlx-lm")]
+        plan += [(rep, n, tool) for rep in range(args.repeat) for n in (n1, n2) for tool in ("forgellm", "mlx-lm")]
+        for rep, n, tool in plan:
+            tag = f"{tool}-{n}-{rep}"
+            if tool == "forgellm":
+                argv = forgellm_argv(args.model, ROOT / "dataset" / "beekeeping", work / "runs", tag,
+                                     iters=n, seq=args.seq, **common)  # fmt: skip
+            else:
+                argv = mlx_lm_argv(model_path, work / "data", work / f"adapters-{tag}", iters=n,
+                                   seq=args.seq + 1, **common)  # fmt: skip
+            run = run_child(argv, work / f"{tag}.log", max_load=args.max_load, max_wait=args.max_wait)
+            shutil.rmtree(work / "runs" / tag, ignore_errors=True)
+            shutil.rmtree(work / f"adapters-{tag}", ignore_errors=True)
+            if rep == "warmup":
+                continue
+            times[tool][n].append(run.wall_s)
+            loads.append(run.load["load1"])
+            print(f"  {tool:9s} N={n:4d} {run.wall_s:7.2f}s  RSS {run.maxrss_mb:6.1f} MB  load {run.load['load1']}"
+                  f"{'' if run.load['quiet'] else ' (NOT quiet)'}", flush=True)  # fmt: skip
         useful = {"forgellm": (n2 - n1) * f["targets_per_step"], "mlx-lm": (e2 - e1) * m["useful_per_epoch"]}
         computed = {"forgellm": (n2 - n1) * f["targets_per_step"], "mlx-lm": (e2 - e1) * m["computed_positions_per_epoch"]}
         result = {"seq": args.seq, "batch": args.batch, "n1": n1, "n2": n2, "prep": prep, "loads": loads, "tools": {}}

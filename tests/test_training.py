@@ -242,3 +242,12 @@ def test_a_disk_too_small_for_one_checkpoint_fails_before_step_one(tmp_path: Pat
     with pytest.raises(ForgeError) as err:
         require_free_space(tmp_path, shutil.disk_usage(tmp_path).free + (1 << 40))
     assert "not enough disk space" in err.value.message and "output_dir" in err.value.message
+
+
+def test_resuming_with_an_adapter_that_does_not_fit_fails_before_training(tiny_model: Path, tmp_path: Path) -> None:
+    run_dir, _ = train(tmp_path, "fit", "fine_tune_type=lora", "iters=2", "save_every=2", "steps_per_eval=100")
+    proc = run_cli("train", "--resume", str(run_dir), "--set", "lora_parameters.rank=4", "--set", "iters=4", check=False)
+    status = runs.read_status(run_dir)
+    assert proc.returncode != 0 and status["state"] == "failed" and status["step"] == 2
+    assert "do not match this model" in status["error"] and "same model and fine_tune_type" in status["error_detail"]
+    assert sorted(metric_losses(run_dir, "train")) == [1, 2]  # nothing trained on the wrong adapter
