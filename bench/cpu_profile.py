@@ -34,7 +34,8 @@ from train_bench import PY, ROOT, forgellm_argv, md_table  # noqa: E402
 
 GROUPS = [
     ("OpenBLAS (matmul)", re.compile(r"openblas|libblas|gemm", re.I)),
-    ("MLX compiled (JIT)", re.compile(r"/mlx/.*\.so|libmlx_compiled|mlx_jit|\.so$\b.*compiled", re.I)),
+    # mx.compile's fused kernels: lib<ops>_<hash>_contiguous.so (or _strided) under <tmp>/mlx/<version>/cpu/
+    ("MLX compiled (JIT)", re.compile(r"_(contiguous|strided)\.so$|/mlx/[\d.]+/cpu/")),
     ("MLX kernels", re.compile(r"libmlx", re.I)),
     ("Python", re.compile(r"python|libpython", re.I)),
     ("kernel", re.compile(r"\[kernel|vmlinux|\[unknown\]", re.I)),
