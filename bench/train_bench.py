@@ -218,16 +218,21 @@ print("PREP_JSON " + json.dumps(out))
 """
 
 
-def prepare_data(model: str, model_path: Path, seq: int, batch: int, out_dir: Path) -> dict:
+def prep_child(code: str, model: str, model_path: Path, seq: int, batch: int, out_dir: Path) -> dict:
+    """Run a data-preparation child script (`code`, which prints one `PREP_JSON {...}` line) and parse it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     args = {"model": model, "model_path": str(model_path), "data": str(ROOT / "dataset" / "beekeeping"), "seq": seq,
             "mlx_seq": seq + 1, "batch": batch, "out_dir": str(out_dir)}  # fmt: skip
-    res = subprocess.run([PY, "-c", PREP_CHILD, json.dumps(args)], capture_output=True, text=True, cwd=ROOT,
+    res = subprocess.run([PY, "-c", code, json.dumps(args)], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     if res.returncode:
         raise SystemExit(f"data preparation failed:\n{res.stderr[-4000:]}")
     line = next(l for l in res.stdout.splitlines() if l.startswith("PREP_JSON "))
     return json.loads(line[len("PREP_JSON ") :])
+
+
+def prepare_data(model: str, model_path: Path, seq: int, batch: int, out_dir: Path) -> dict:
+    return prep_child(PREP_CHILD, model, model_path, seq, batch, out_dir)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_bench import PY, ROOT, ensure_models, forgellm_argv, md_table, mlx_lm_argv, run_child  # noqa: E402
+from train_bench import ROOT, ensure_models, forgellm_argv, md_table, mlx_lm_argv, prep_child, run_child  # noqa: E402
 
 PREP_CHILD = r"""
 import hashlib, json, sys
@@ -112,15 +110,7 @@ print("PREP_JSON " + json.dumps(out))
 
 
 def prepare(model: str, model_path: Path, seq: int, batch: int, out_dir: Path) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    args = {"model": model, "model_path": str(model_path), "data": str(ROOT / "dataset" / "beekeeping"), "seq": seq,
-            "mlx_seq": seq + 1, "batch": batch, "out_dir": str(out_dir)}  # fmt: skip
-    res = subprocess.run([PY, "-c", PREP_CHILD, json.dumps(args)], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
-    if res.returncode:
-        raise SystemExit(f"data preparation failed:\n{res.stderr[-4000:]}")
-    line = next(l for l in res.stdout.splitlines() if l.startswith("PREP_JSON "))
-    return json.loads(line[len("PREP_JSON ") :])
+    return prep_child(PREP_CHILD, model, model_path, seq, batch, out_dir)
 
 
 def main() -> None:

@@ -149,13 +149,10 @@ def build_overrides(base: TrainConfig, values: Mapping[str, Any]) -> list[str]:
         if key not in values:
             continue
         old = get_key(base, key)
-        new = _normalise(values[key], old)
+        new = _normalise(_data_value(values[key]) if key == "data" else values[key], old)
         if new == old:
             continue
         if key == "data":
-            new = _data_value(new)
-            if new == old:
-                continue
             for item in as_path_list(new):
                 if not is_dataset_path(item):
                     raise ForgeError(f"{item!r} is not a folder or file under dataset/", "data", "pick from the list")

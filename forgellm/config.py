@@ -169,7 +169,8 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str], src: _Source) ->
     if origin in (typing.Union, types.UnionType):
         options = [a for a in get_args(tp) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
-            return None if len(options) < len(get_args(tp)) else _coerce(value, options[0], key, problems, src)
+            optional = type(None) in get_args(tp)
+            return None if optional else _coerce(value, options[0], key, problems, src)
         lists = [a for a in options if get_origin(a) is list]
         if isinstance(value, list) and lists:  # `str | list[str]`: a YAML list stays a list
             return _coerce(value, lists[0], key, problems, src)

@@ -50,10 +50,10 @@ def save(
     return final
 
 
-def estimated_bytes(model: nn.Module, optimizer_slots: int) -> int:
-    """Bytes one checkpoint takes: the trainable weights plus `optimizer_slots` copies of them (Adam: 2)."""
-    weights = sum(v.nbytes for _, v in tree_flatten(model.trainable_parameters()))
-    return weights * (1 + optimizer_slots)
+def estimated_bytes(model: nn.Module, optimizer: optim.Optimizer) -> int:
+    """Bytes one checkpoint takes: the trainable weights plus the (initialised) optimizer state."""
+    arrays = [*tree_flatten(model.trainable_parameters()), *tree_flatten(optimizer.state)]
+    return sum(v.nbytes for _, v in arrays if isinstance(v, mx.array))
 
 
 def require_free_space(run_dir: Path, needed: int) -> None:

@@ -142,8 +142,7 @@ class Trainer:
         self.optimizer.init(self.model.trainable_parameters())
         self.adapter_config = adapter_config(cfg, self.model_path)
         if self.is_main:
-            slots = 1 if cfg.optimizer == "sgd" else 2  # SGD keeps a velocity, Adam two moments
-            checkpoints.require_free_space(self.run_dir, checkpoints.estimated_bytes(self.model, slots))
+            checkpoints.require_free_space(self.run_dir, checkpoints.estimated_bytes(self.model, self.optimizer))
         self.batches = BatchStream(len(self.train_split.tokens), cfg.batch_size, cfg.seed, self.world.rank(), self.world.size())
         self.stopper = EarlyStopper(
             cfg.early_stopping.patience, cfg.early_stopping.min_delta, cfg.early_stopping.overfit_threshold
