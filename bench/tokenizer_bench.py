@@ -36,7 +36,7 @@ def main() -> None:
 
     from forgellm.config import from_dict
     from forgellm.data import prepare
-    from forgellm.data.tokens import _split_pieces, tokenizer_info
+    from forgellm.data.tokens import tokenizer_info
 
     with tempfile.TemporaryDirectory(prefix="forgellm-tok-bench-") as tmp:
         scratch = Path(tmp)
@@ -51,8 +51,9 @@ def main() -> None:
         stats = pstats.Stats(profile).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
         encode = sum(v[2] for k, v in stats.items() if "encode_batch_fast" in k[2])
         texts = [p.read_text(encoding="utf-8") for p in sorted((scratch / "corpus").iterdir())]
-    pieces, _ = _split_pieces(texts)
-    backend = tokenizer_info(tok).backend
+    info = tokenizer_info(tok)
+    pieces, _ = info._split_pieces(texts)  # the pieces the pipeline sends (cut places checked, ~4 KB)
+    backend = info.backend
     rates = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()

@@ -31,7 +31,7 @@ def sentences(n: int, seed: int = 0, words: int = 12) -> list[str]:
     return [f"{' '.join(rng.choice(WORDS) for _ in range(words)).capitalize()} {i}." for i in range(n)]
 
 
-def _train_tokenizer(chat_template: str | None):
+def _train_tokenizer(chat_template: str | None, texts: list[str] | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -41,7 +41,7 @@ def _train_tokenizer(chat_template: str | None):
     trainer = trainers.BpeTrainer(
         vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
-    backend.train_from_iterator(sentences(300) + ["user assistant system"], trainer=trainer)
+    backend.train_from_iterator(texts or sentences(300) + ["user assistant system"], trainer=trainer)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|pad|>", unk_token=None
     )
@@ -50,6 +50,15 @@ def _train_tokenizer(chat_template: str | None):
 
 
 _CACHE: dict = {}
+
+
+def paragraph_tokenizer():
+    """Trained on paragraphs and indented code, so it has merges for runs of line breaks and spaces."""
+    if "paragraphs" not in _CACHE:
+        body = sentences(300)
+        docs = ["\n\n".join(body[i : i + 3]) + "\n    indented  line\n\tdef f():\n\n" for i in range(0, 300, 3)]
+        _CACHE["paragraphs"] = _train_tokenizer(CHATML, docs)
+    return _CACHE["paragraphs"]
 
 
 def make_tokenizer(chat_template: str | None = CHATML):

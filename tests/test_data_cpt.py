@@ -6,10 +6,11 @@ The corpora here use a word-level tokenizer (one word = one token) so every expe
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
-from conftest_data import cfg, doc, make_tokenizer, wtok  # noqa: F401 (fixture)
+from conftest_data import cfg, doc, make_tokenizer, paragraph_tokenizer, wtok  # noqa: F401 (fixture)
 
 from forgellm.data import prepare
 from forgellm.errors import ForgeError
@@ -212,14 +213,35 @@ def test_sample_corpus_yield_is_at_least_99_percent(tmp_path):
 def test_long_documents_are_tokenized_in_pieces_without_changing_tokens(tmp_path, monkeypatch):
     from forgellm.data import tokens as tokens_module
 
-    tok = make_tokenizer()
-    text = "\n".join(f"Line {i} of the hive journal.\n\n  indented {i}" for i in range(60))
+    tok = paragraph_tokenizer()
+    # Paragraph breaks before text ("\n\nLine"), indented code, tabs and runs of spaces: a byte-level
+    # tokenizer merges "\n\n" at the end of a piece but not before text, so a naive cut changes ids.
+    text = "\n".join(f"Line {i} of the hive journal.\n\nBees {i}.\n    indented  {i}\n\tdef f():" for i in range(60))
     whole = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     monkeypatch.setattr(tokens_module, "PIECE_CHARS", 64)  # cut every ~32-64 characters
     info = tokens_module.tokenizer_info(tok)
     flat, lengths = info.encode_documents([text, "short"])
     assert flat[: lengths[0]].tolist() == whole
-    assert len(tokens_module._split_pieces([text])[0]) > 20
+    assert info.cuts > 40 and info.inexact_cuts == 0
+    pieces, owner = info._split_pieces([text])
+    assert "".join(pieces) == text and len(pieces) == info.cuts // 2 + 1  # encode_documents cut it once already
+    after_breaks = re.split(r"(?<=\n)(?=\S)", text)  # cutting right after each line break, unchecked
+    assert [i for p in after_breaks for i in tok(p, add_special_tokens=False)["input_ids"]] != whole[:-1]
+
+
+def test_a_text_without_any_exact_cut_is_counted_in_the_report(tmp_path, monkeypatch):
+    from forgellm.data import tokens as tokens_module
+
+    monkeypatch.setattr(tokens_module, "PIECE_CHARS", 64)
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("honeycomb" * 500, encoding="utf-8")  # no spaces or lines: cut inside a word
+    (folder / "b.txt").write_text("beehive" * 600, encoding="utf-8")
+    r = prepare(cfg(data=str(folder), max_seq_length=16, val_fraction=0.5), make_tokenizer(),
+                cache_dir=tmp_path / "cache").report  # fmt: skip
+    assert r["tokenizer"]["cuts"] > 0
+    assert 0 < r["tokenizer"]["inexact_cuts"] <= r["tokenizer"]["cuts"]
+    assert any("changed the tokens" in n for n in r["notes"])
 
 
 def test_a_file_list_reads_each_listed_file_once(known_corpus, wtok, tmp_path):

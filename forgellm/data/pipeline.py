@@ -103,7 +103,8 @@ def _assemble(cfg: TrainConfig, info: TokenizerInfo, parts: dict[str, Any], prob
         "max_seq_length": cfg.max_seq_length,
         "seed": cfg.seed,
         "tokenizer": {"name": info.name, "fingerprint": info.fingerprint, "eos_id": info.eos_id,
-                      "pad_id": info.pad_id, "vocab_size": info.backend.get_vocab_size()},  # fmt: skip
+                      "pad_id": info.pad_id, "vocab_size": info.backend.get_vocab_size(),
+                      "cuts": info.cuts, "inexact_cuts": info.inexact_cuts},  # fmt: skip
         "general_files": [],
         "documents": None,
         "examples": None,
@@ -138,6 +139,11 @@ def _notes(report: dict[str, Any]) -> list[str]:
     if guessed:
         notes.append(f"{len(guessed)} file(s) are not UTF-8 and were decoded with a detected encoding: "
                      f"{', '.join(guessed[:5])}")  # fmt: skip
+    cuts = report["tokenizer"]
+    if cuts["inexact_cuts"]:
+        notes.append(f"{cuts['inexact_cuts']} of {cuts['cuts']} cuts of long texts into pieces changed the tokens "
+                     "at the cut (no line or word boundary nearby where this tokenizer splits the same way): "
+                     "texts without spaces or line breaks, or a tokenizer that marks the start of each input")  # fmt: skip
     ift_info = report.get("ift") or {}
     if ift_info.get("chat_template_source") == "default":
         notes.append("the tokenizer has no chat template: ForgeLLM's default template was used and is stored "

@@ -16,12 +16,15 @@ import numpy as np
 
 from ..errors import ForgeError
 
-# Texts longer than this are tokenized in pieces that start at a line: the backend keeps per-token
-# strings and offsets for a whole input (a 50 MB file would cost gigabytes), and it encodes a batch in
-# parallel only across inputs. A piece boundary sits after a newline that is followed by text, where
-# byte-level pre-tokenizers split anyway; tokenizers that prefix each input with a space (SentencePiece
-# style) may differ by one token per piece.
-PIECE_CHARS = 1 << 16
+# Texts longer than this are tokenized in pieces. The backend keeps per-token strings and per-byte
+# alignments for a whole input (a 50 MB file would cost gigabytes) and encodes a batch in parallel only
+# across inputs; pieces of ~4 KB also measured 1.2-1.4x faster than 64 KB ones on the same corpus
+# (allocator churn on big inputs; bench/tokenizer_bench.py). Every cut is checked to leave the token
+# ids unchanged (see `_exact`): where a pre-tokenizer splits depends on the tokenizer (GPT-2 style
+# regexes split "\n\nThe" as "\n" "\n" "The" but a text ending in "\n\n" as one "\n\n").
+PIECE_CHARS = 1 << 12
+CUT_CONTEXT = 32  # characters each side of a cut that the exactness check tokenizes
+CUT_CANDIDATES = 6  # places tried per cut before one is accepted as inexact
 
 
 @dataclass
@@ -36,6 +39,9 @@ class TokenizerInfo:
     suffix: list[int]
     fingerprint: str
     name: str
+    cut_before_break: bool = False  # cut long texts just before the line break in front of text (else after it)
+    cuts: int = 0  # places where a long text was cut into pieces, and those where no exact place was found
+    inexact_cuts: int = 0
 
     def encode_documents(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Tokenize documents for packing: special-token text is literal and each ends with EOS.
@@ -47,7 +53,7 @@ class TokenizerInfo:
             (flat int32 ids of all documents back to back, int64 token count per document).
         """
         self.backend.encode_special_tokens = True  # a document mentioning "<|im_end|>" is just text
-        pieces, owner = _split_pieces(texts)
+        pieces, owner = self._split_pieces(texts)
         encodings = self.backend.encode_batch_fast(pieces, add_special_tokens=False)
         per_doc: list[list[list[int]]] = [[] for _ in texts]
         for doc, enc in zip(owner, encodings):
@@ -63,30 +69,80 @@ class TokenizerInfo:
         self.backend.encode_special_tokens = False
         return [(e.ids, e.offsets) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
+    def _split_pieces(self, texts: list[str]) -> tuple[list[str], list[int]]:
+        """Texts cut into pieces of about PIECE_CHARS whose token ids, joined, equal the whole text's."""
+        options = {i: _cut_options(t, self.cut_before_break) for i, t in enumerate(texts) if len(t) > PIECE_CHARS}
+        chosen = self._choose(texts, options)
+        pieces: list[str] = []
+        owner: list[int] = []
+        for index, text in enumerate(texts):
+            bounds = [0, *chosen.get(index, []), len(text)]
+            pieces += [text[a:b] for a, b in zip(bounds, bounds[1:])]
+            owner += [index] * (len(bounds) - 1)
+        return pieces, owner
 
-def _split_pieces(texts: list[str]) -> tuple[list[str], list[int]]:
-    pieces: list[str] = []
-    owner: list[int] = []
-    for index, text in enumerate(texts):
-        start = 0
-        while len(text) - start > PIECE_CHARS:
-            cut = _cut(text, start + PIECE_CHARS // 2, start + PIECE_CHARS)
-            pieces.append(text[start:cut])
-            owner.append(index)
-            start = cut
-        pieces.append(text[start:])
-        owner.append(index)
-    return pieces, owner
+    def _choose(self, texts: list[str], options: dict[int, list[list[int]]]) -> dict[int, list[int]]:
+        """For each cut, the first candidate place where cutting does not change the tokens.
+
+        The first candidate is checked for every cut in one batch; the others only where it fails.
+        A cut with no exact candidate keeps its first one and is counted in `inexact_cuts`.
+        """
+        cuts = [(index, places) for index, per_text in options.items() for places in per_text]
+        first = _exact(self.backend, texts, [(index, places[0]) for index, places in cuts])
+        retry = [(k, c) for k, ((index, places), ok) in enumerate(zip(cuts, first)) if not ok for c in places[1:]]
+        later = _exact(self.backend, texts, [(cuts[k][0], c) for k, c in retry])
+        good: dict[int, int] = {}
+        for (k, c), ok in zip(retry, later):
+            if ok:
+                good.setdefault(k, c)
+        chosen: dict[int, list[int]] = {index: [] for index in options}
+        for k, ((index, places), ok) in enumerate(zip(cuts, first)):
+            chosen[index].append(places[0] if ok else good.get(k, places[0]))
+            self.inexact_cuts += not ok and k not in good
+        self.cuts += len(cuts)
+        return chosen
 
 
-def _cut(text: str, lo: int, hi: int) -> int:
-    """A cut in [lo, hi): after a newline followed by text, else after any newline, else at hi."""
-    at = hi
-    while (at := text.rfind("\n", lo, at)) >= 0:
-        if not text[at + 1 : at + 2].isspace():
-            return at + 1
-    newline = text.rfind("\n", lo, hi)
-    return newline + 1 if newline >= 0 else hi
+def _cut_options(text: str, before_break: bool) -> list[list[int]]:
+    """Candidate places for each cut of `text`, best first; consecutive cuts are ~PIECE_CHARS apart."""
+    options, start = [], 0
+    while len(text) - start > PIECE_CHARS:
+        places = _places(text, start + PIECE_CHARS // 2, start + PIECE_CHARS, before_break)
+        options.append(places)
+        start = places[0]
+    return options
+
+
+def _places(text: str, lo: int, hi: int, before_break: bool) -> list[int]:
+    """Up to CUT_CANDIDATES places in (lo, hi], last ones first: where a line of text starts and just
+    before the whitespace character in front of it (in the order `before_break` says this tokenizer
+    prefers); then the same at word starts; else `hi` itself."""
+    for separator in ("\n", " "):
+        places: list[int] = []
+        at = hi
+        while len(places) < CUT_CANDIDATES and (at := text.rfind(separator, lo, at)) > lo:
+            if not text[at + 1 : at + 2].isspace():
+                places += [at, at + 1] if before_break else [at + 1, at]
+        if places:
+            return places[:CUT_CANDIDATES]
+    return [hi]
+
+
+def _exact(backend: Any, texts: list[str], checks: list[tuple[int, int]]) -> list[bool]:
+    """For each (text index, place): does tokenizing each side separately give the ids of the whole?
+
+    Pre-tokenizers and BPE merges look only a few characters around a place, so a window of
+    CUT_CONTEXT characters each side decides it (the window's own edges affect both sides alike).
+    """
+    if not checks:
+        return []
+    windows = []
+    for index, c in checks:
+        text = texts[index]
+        left, right = text[max(0, c - CUT_CONTEXT) : c], text[c : c + CUT_CONTEXT]
+        windows += [left + right, left, right]
+    ids = [e.ids for e in backend.encode_batch_fast(windows, add_special_tokens=False)]
+    return [ids[k] == ids[k + 1] + ids[k + 2] for k in range(0, len(ids), 3)]
 
 
 def hf_tokenizer(tokenizer: Any) -> Any:
@@ -126,7 +182,18 @@ def tokenizer_info(tokenizer: Any) -> TokenizerInfo:
     pad_id = hf.pad_token_id if getattr(hf, "pad_token_id", None) is not None else eos_id
     info = TokenizerInfo(hf, backend, int(eos_id), int(pad_id), prefix, suffix, "", name)
     info.fingerprint = _fingerprint(hf, serialized)
+    info.cut_before_break = _prefers_cut_before_break(backend)
     return info
+
+
+def _prefers_cut_before_break(backend: Any) -> bool:
+    """Whether this tokenizer keeps ids unchanged when a paragraph is cut before its last line break.
+
+    GPT-2 style regexes split "\n\nThe" as "\n", "\n", "The" (so cutting after the breaks changes ids);
+    Llama-3 style ones keep "\n\n" whole (so cutting between them does). Only orders the candidates.
+    """
+    probe = "Bees fly.\n\nThe hive"
+    return _exact(backend, [probe], [(0, probe.index("The") - 1)]) == [True]
 
 
 def _framing(backend: Any) -> tuple[list[int], list[int]]:
