@@ -3,6 +3,7 @@
     python bench/data_bench.py              # 200 MB synthetic CPT corpus, the tiny model's tokenizer
     python bench/data_bench.py --mb 20      # quicker
     python bench/data_bench.py --tokenizer models/smollm2-135m-instruct   # any local tokenizer folder
+    python bench/data_bench.py --mb 20 --repeats 5   # median of five cold runs (this VM's speed drifts)
 
 The corpus is made by shuffling the sentences of the shipped sample corpus (dataset/beekeeping) into
 files of about 1 MB in a temporary folder. `prepare` runs in a child process so that its peak RSS
@@ -103,6 +104,8 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=200, help="corpus size in MB (default 200)")
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--tokenizer", help="folder of a saved Hugging Face tokenizer (default: the tiny model's)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="cold runs (fresh cache each); the median is reported (this VM's speed drifts)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="forgellm-data-bench-") as tmp:
         scratch = Path(tmp)
@@ -111,14 +114,16 @@ def main() -> None:
         size = make_corpus(scratch / "corpus", args.mb)
         print(f"corpus: {size / 1e6:.1f} MB in {time.perf_counter() - t:.1f}s", flush=True)
         tok = str(tokenizer_folder(args.tokenizer, scratch))
-        kw = dict(tok=tok, data=str(scratch / "corpus"), seq=args.max_seq_length, cache=str(scratch / "cache"))
-        cold = run_child(**kw)
-        warm = run_child(**kw)
+        kw = dict(tok=tok, data=str(scratch / "corpus"), seq=args.max_seq_length)
+        colds = [run_child(**kw, cache=str(scratch / f"cache{i}")) for i in range(args.repeats)]
+        cold = sorted(colds, key=lambda r: r["seconds"])[len(colds) // 2]
+        warm = run_child(**kw, cache=str(scratch / "cache0"))
     result = {
         "corpus_mb": round(size / 1e6, 1),
         "tokens": cold["tokens"],
         "cold_seconds": round(cold["seconds"], 2),
         "mb_per_s": round(size / 1e6 / cold["seconds"], 2),
+        "mb_per_s_all_runs": [round(size / 1e6 / r["seconds"], 2) for r in colds],
         "mb_per_cpu_second": round(size / 1e6 / cold["cpu_seconds"], 2),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "peak_rss_mb": round(cold["peak_kb"] / 1024, 1),
@@ -129,7 +134,8 @@ def main() -> None:
         "cpu_count": len(os.sched_getaffinity(0)),
         "max_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
-    print(f"tokenize + pack: {result['mb_per_s']} MB/s ({result['cold_seconds']}s for {result['corpus_mb']} MB, "
+    runs = f" (median of {args.repeats}: {', '.join(map(str, result['mb_per_s_all_runs']))})" if args.repeats > 1 else ""
+    print(f"tokenize + pack: {result['mb_per_s']} MB/s{runs} ({result['cold_seconds']}s for {result['corpus_mb']} MB, "
           f"{result['tokens']:,} tokens); {result['mb_per_cpu_second']} MB per CPU-second on "
           f"{result['cpu_count']} cores, load average {result['load_average_1m']} (other processes slow it)")  # fmt: skip
     print(f"peak RSS while preparing: {result['peak_rss_mb']} MB (of which {result['rss_after_imports_mb']} MB "

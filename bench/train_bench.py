@@ -218,11 +218,12 @@ print("PREP_JSON " + json.dumps(out))
 """
 
 
-def prep_child(code: str, model: str, model_path: Path, seq: int, batch: int, out_dir: Path) -> dict:
+def prep_child(code: str, model: str, model_path: Path, seq: int, batch: int, out_dir: Path,
+               data: Path = ROOT / "dataset" / "beekeeping", extra: dict | None = None) -> dict:  # fmt: skip
     """Run a data-preparation child script (`code`, which prints one `PREP_JSON {...}` line) and parse it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = {"model": model, "model_path": str(model_path), "data": str(ROOT / "dataset" / "beekeeping"), "seq": seq,
-            "mlx_seq": seq + 1, "batch": batch, "out_dir": str(out_dir)}  # fmt: skip
+    args = {"model": model, "model_path": str(model_path), "data": str(data), "seq": seq,
+            "mlx_seq": seq + 1, "batch": batch, "out_dir": str(out_dir), **(extra or {})}  # fmt: skip
     res = subprocess.run([PY, "-c", code, json.dumps(args)], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     if res.returncode:

@@ -3,8 +3,13 @@ pipeline vs mlx-lm's own `{"text"}` dataset path, same model, corpus, batch size
 
     python bench/useful_tokens_bench.py                       # tiny model, dataset/beekeeping, 4 x 256
     python bench/useful_tokens_bench.py --seq 1024            # longer windows: mlx-lm pads the articles
+    python bench/useful_tokens_bench.py --corpus mixed --seq 1024   # notes-to-chapters length mix
 
-Corpus: dataset/beekeeping as one document per file or JSONL record (12 handbook chapters and 6 journal
+Corpus --corpus mixed (what a folder of notes, emails, abstracts, articles and chapters looks like):
+the text of dataset/beekeeping re-cut at paragraph ends into documents whose lengths are drawn
+log-uniformly between --min-chars and --max-chars (seeded), written as one JSONL file.
+
+Corpus --corpus beekeeping (default): dataset/beekeeping as one document per file or JSONL record (12 handbook chapters and 6 journal
 files of thousands of tokens, 45 articles of a few hundred), split into train/validation exactly as
 ForgeLLM splits it (the same seeded hash of each document's content), so both tools train on the same
 documents. mlx-lm gets them as train.jsonl / valid.jsonl with one `{"text": document}` line each: it
@@ -30,6 +35,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import random
+import re
 import shutil
 import sys
 import tempfile
@@ -74,6 +82,8 @@ for entry in scan_files(a["data"], "cpt"):
 order = rank(np.frombuffer(b"".join(digests), dtype=np.uint64).copy(), cfg.seed)
 n_val = val_count(len(docs), cfg.val_fraction)
 val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
+if a["sort_for_mlx_lm"]:  # shortest first: mlx-lm 0.32's own length sort is a no-op for {"text"} records
+    train_idx.sort(key=lambda i: len(tok.encode(docs[i])))
 for name, idx in (("train", train_idx), ("valid", val_idx)):
     with open(a["out_dir"] + f"/{name}.jsonl", "w") as f:
         for i in idx:
@@ -109,13 +119,44 @@ print("PREP_JSON " + json.dumps(out))
 """
 
 
-def prepare(model: str, model_path: Path, seq: int, batch: int, out_dir: Path) -> dict:
-    return prep_child(PREP_CHILD, model, model_path, seq, batch, out_dir)
+def prepare(model: str, model_path: Path, seq: int, batch: int, out_dir: Path, data: Path, sort: bool) -> dict:
+    return prep_child(PREP_CHILD, model, model_path, seq, batch, out_dir, data, {"sort_for_mlx_lm": sort})
+
+
+def mixed_corpus(folder: Path, min_chars: int, max_chars: int, seed: int = 0) -> Path:
+    """The sample corpus's sentences, in order, regrouped into documents of log-uniform random length
+    (paragraph breaks kept where they fall inside a document)."""
+    sys.path.insert(0, str(ROOT))
+    from forgellm.models.tiny import corpus_texts
+
+    paragraphs = [p.strip() for text in corpus_texts() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    rng = random.Random(seed)
+    draw = lambda: math.exp(rng.uniform(math.log(min_chars), math.log(max_chars)))  # noqa: E731
+    docs, current, size, target = [], [[]], 0, draw()
+    for paragraph in paragraphs:
+        for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
+            current[-1].append(sentence)
+            size += len(sentence) + 1
+            if size >= target:
+                docs.append("\n\n".join(" ".join(p) for p in current if p))
+                current, size, target = [[]], 0, draw()
+        current.append([])
+    if size:
+        docs.append("\n\n".join(" ".join(p) for p in current if p))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "documents.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    return path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--corpus", default="beekeeping", choices=["beekeeping", "mixed"])
+    ap.add_argument("--sort-for-mlx-lm", action="store_true",
+                    help="give mlx-lm its training documents shortest first, so its batches hold similar lengths")
+    ap.add_argument("--min-chars", type=int, default=200, help="--corpus mixed: shortest document drawn")
+    ap.add_argument("--max-chars", type=int, default=16000, help="--corpus mixed: longest document drawn")
     ap.add_argument("--seq", type=int, default=256, help="max_seq_length (default 256)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--epochs", default="1,15", help="N1,N2 in mlx-lm epochs (default 1,15)")
@@ -130,7 +171,10 @@ def main() -> None:
     model_path = ensure_models([args.model])[args.model]
     work = Path(tempfile.mkdtemp(prefix="forgellm-useful-bench-"))
     try:
-        prep = prepare(args.model, model_path, args.seq, args.batch, work / "data")
+        data = ROOT / "dataset" / "beekeeping"
+        if args.corpus == "mixed":
+            data = mixed_corpus(work / "mixed", args.min_chars, args.max_chars)
+        prep = prepare(args.model, model_path, args.seq, args.batch, work / "data", data, args.sort_for_mlx_lm)
         f, m, d = prep["forgellm"], prep["mlx_lm"], prep["documents"]
         e1, e2 = map(int, args.epochs.split(","))
         n1, n2 = e1 * m["batches_per_epoch"], e2 * m["batches_per_epoch"]
@@ -150,7 +194,7 @@ def main() -> None:
         for rep, n, tool in plan:
             tag = f"{tool}-{n}-{rep}"
             if tool == "forgellm":
-                argv = forgellm_argv(args.model, ROOT / "dataset" / "beekeeping", work / "runs", tag,
+                argv = forgellm_argv(args.model, data, work / "runs", tag,
                                      iters=n, seq=args.seq, **common)  # fmt: skip
             else:
                 argv = mlx_lm_argv(model_path, work / "data", work / f"adapters-{tag}", iters=n,
@@ -166,7 +210,7 @@ def main() -> None:
                   f"{'' if run.load['quiet'] else ' (NOT quiet)'}", flush=True)  # fmt: skip
         useful = {"forgellm": (n2 - n1) * f["targets_per_step"], "mlx-lm": (e2 - e1) * m["useful_per_epoch"]}
         computed = {"forgellm": (n2 - n1) * f["targets_per_step"], "mlx-lm": (e2 - e1) * m["computed_positions_per_epoch"]}
-        result = {"seq": args.seq, "batch": args.batch, "n1": n1, "n2": n2, "prep": prep, "loads": loads, "tools": {}}
+        result = {"corpus": args.corpus, "sort_for_mlx_lm": args.sort_for_mlx_lm, "seq": args.seq, "batch": args.batch, "n1": n1, "n2": n2, "prep": prep, "loads": loads, "tools": {}}
         for tool in ("forgellm", "mlx-lm"):
             t1, t2 = min(times[tool][n1]), min(times[tool][n2])
             result["tools"][tool] = {"t1_s": t1, "t2_s": t2, "useful_tokens": useful[tool],
@@ -184,7 +228,7 @@ def main() -> None:
              f"{m['trainable_targets']:,} of {train_tokens:,} ({100 * m['trainable_targets'] / train_tokens:.1f}%)",
              f"{m['rows_used_per_epoch']} rows ({100 * m['padding_fraction']:.1f}% padding)", f"{n1}/{n2}: {mr['t1_s']:.1f}/{mr['t2_s']:.1f}"],
         ]  # fmt: skip
-        print(f"\n{args.model}, {args.fine_tune_type}, batch {args.batch} x {args.seq}; load1 at run starts: {loads}. "
+        print(f"\n{args.model}, {args.fine_tune_type}, {args.corpus} corpus, batch {args.batch} x {args.seq}; load1 at run starts: {loads}. "
               "Goal: useful tokens/s ratio >= 1.3.\n")  # fmt: skip
         print(md_table(["path", "useful tokens/s", "ratio", "positions computed/s", "train-split tokens it can train on",
                         "one epoch", "N1/N2: T1/T2 s"], rows))  # fmt: skip
