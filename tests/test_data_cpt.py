@@ -244,6 +244,47 @@ def test_a_text_without_any_exact_cut_is_counted_in_the_report(tmp_path, monkeyp
     assert any("changed the tokens" in n for n in r["notes"])
 
 
+def test_a_cut_beside_a_long_run_is_checked_on_the_whole_run(monkeypatch):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from forgellm.data import tokens as tokens_module
+
+    # SmolLM2's pre-tokenizer: digits are split off first, so the 40 spaces in front of a digit are one
+    # pre-token, and its ids depend on the whole run, which is longer than the check's window.
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|im_end|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    runs = [f"x{' ' * n}7" for n in (1, 2, 4, 8, 16, 32)]  # 40 spaces = 32 + 8
+    backend.train_from_iterator((runs + ["Bees fly.\n\n"]) * 50, trainer=trainer)  # and a "\n\n" merge
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>")
+    monkeypatch.setattr(tokens_module, "PIECE_CHARS", 200)
+    text = ("x" + " " * 40 + "7") * 60
+    info = tokens_module.tokenizer_info(tok)
+    assert info.cut_before_break  # like SmolLM2: the place before the space in front of "7" is tried first
+    flat, _ = info.encode_documents([text])
+    assert info.cuts > 5
+    assert flat.tolist() == tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+
+def test_a_tokenizer_that_marks_every_input_start_is_cut_rarely():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from conftest_data import sentences
+    from forgellm.data import tokens as tokens_module
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")  # "▁" before every input
+    backend.train_from_iterator(sentences(200), trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"],
+                                                                    show_progress=False))  # fmt: skip
+    info = tokens_module.tokenizer_info(PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>"))
+    assert info.piece_chars == tokens_module.UNCUTTABLE_PIECE_CHARS > tokens_module.PIECE_CHARS
+
+
 def test_a_file_list_reads_each_listed_file_once(known_corpus, wtok, tmp_path):
     root, tokens_of = known_corpus
     listed = [root / "d0.txt", root / "sub", root / "more.jsonl", root / "sub" / "d1.txt"]  # d1 also inside sub/

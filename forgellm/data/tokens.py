@@ -25,6 +25,10 @@ from ..errors import ForgeError
 PIECE_CHARS = 1 << 12
 CUT_CONTEXT = 32  # characters each side of a cut that the exactness check tokenizes
 CUT_CANDIDATES = 6  # places tried per cut before one is accepted as inexact
+MAX_RUN = 256  # longest run of one character kind a window edge is moved across
+# A tokenizer that marks the start of every input (SentencePiece style "▁") changes ids at any cut:
+# for those, pieces stay large so that few cuts are made.
+UNCUTTABLE_PIECE_CHARS = 1 << 16
 
 
 @dataclass
@@ -40,6 +44,7 @@ class TokenizerInfo:
     fingerprint: str
     name: str
     cut_before_break: bool = False  # cut long texts just before the line break in front of text (else after it)
+    piece_chars: int = PIECE_CHARS
     cuts: int = 0  # places where a long text was cut into pieces, and those where no exact place was found
     inexact_cuts: int = 0
 
@@ -71,7 +76,8 @@ class TokenizerInfo:
 
     def _split_pieces(self, texts: list[str]) -> tuple[list[str], list[int]]:
         """Texts cut into pieces of about PIECE_CHARS whose token ids, joined, equal the whole text's."""
-        options = {i: _cut_options(t, self.cut_before_break) for i, t in enumerate(texts) if len(t) > PIECE_CHARS}
+        options = {i: _cut_options(t, self.piece_chars, self.cut_before_break)
+                   for i, t in enumerate(texts) if len(t) > self.piece_chars}  # fmt: skip
         chosen = self._choose(texts, options)
         pieces: list[str] = []
         owner: list[int] = []
@@ -103,11 +109,11 @@ class TokenizerInfo:
         return chosen
 
 
-def _cut_options(text: str, before_break: bool) -> list[list[int]]:
-    """Candidate places for each cut of `text`, best first; consecutive cuts are ~PIECE_CHARS apart."""
+def _cut_options(text: str, size: int, before_break: bool) -> list[list[int]]:
+    """Candidate places for each cut of `text`, best first; consecutive cuts are ~`size` apart."""
     options, start = [], 0
-    while len(text) - start > PIECE_CHARS:
-        places = _places(text, start + PIECE_CHARS // 2, start + PIECE_CHARS, before_break)
+    while len(text) - start > size:
+        places = _places(text, start + size // 2, start + size, before_break)
         options.append(places)
         start = places[0]
     return options
@@ -131,18 +137,35 @@ def _places(text: str, lo: int, hi: int, before_break: bool) -> list[int]:
 def _exact(backend: Any, texts: list[str], checks: list[tuple[int, int]]) -> list[bool]:
     """For each (text index, place): does tokenizing each side separately give the ids of the whole?
 
-    Pre-tokenizers and BPE merges look only a few characters around a place, so a window of
-    CUT_CONTEXT characters each side decides it (the window's own edges affect both sides alike).
+    Decided on a window of about CUT_CONTEXT characters each side of the place. A window edge never
+    sits inside a run of one kind of character (spaces, digits, letters, punctuation): a pre-token
+    reaching from outside the window up to the place (40 spaces before a digit) would be seen cut
+    short. A run longer than MAX_RUN counts as not exact.
     """
     if not checks:
         return []
-    windows = []
+    windows, decidable = [], []
     for index, c in checks:
         text = texts[index]
-        left, right = text[max(0, c - CUT_CONTEXT) : c], text[c : c + CUT_CONTEXT]
-        windows += [left + right, left, right]
+        lo, hi = _edge(text, c - CUT_CONTEXT, -1), _edge(text, c + CUT_CONTEXT, +1)
+        decidable.append(lo is not None and hi is not None)
+        windows += [text[lo:hi], text[lo:c], text[c:hi]] if decidable[-1] else ["", "", ""]
     ids = [e.ids for e in backend.encode_batch_fast(windows, add_special_tokens=False)]
-    return [ids[k] == ids[k + 1] + ids[k + 2] for k in range(0, len(ids), 3)]
+    return [ok and ids[3 * k] == ids[3 * k + 1] + ids[3 * k + 2] for k, ok in enumerate(decidable)]
+
+
+def _edge(text: str, at: int, step: int) -> int | None:
+    """`at` (clamped to the text) moved by `step` until it is not inside a run of one character kind."""
+    at = min(max(at, 0), len(text))
+    for _ in range(MAX_RUN):
+        if at <= 0 or at >= len(text) or _kind(text[at - 1]) != _kind(text[at]):
+            return at
+        at += step
+    return None
+
+
+def _kind(ch: str) -> int:
+    return 0 if ch.isspace() else 1 if ch.isdigit() else 2 if ch.isalpha() else 3
 
 
 def hf_tokenizer(tokenizer: Any) -> Any:
@@ -182,18 +205,23 @@ def tokenizer_info(tokenizer: Any) -> TokenizerInfo:
     pad_id = hf.pad_token_id if getattr(hf, "pad_token_id", None) is not None else eos_id
     info = TokenizerInfo(hf, backend, int(eos_id), int(pad_id), prefix, suffix, "", name)
     info.fingerprint = _fingerprint(hf, serialized)
-    info.cut_before_break = _prefers_cut_before_break(backend)
+    before, after = _probe_cuts(backend)
+    info.cut_before_break = before and not after
+    info.piece_chars = PIECE_CHARS if before or after else UNCUTTABLE_PIECE_CHARS
     return info
 
 
-def _prefers_cut_before_break(backend: Any) -> bool:
-    """Whether this tokenizer keeps ids unchanged when a paragraph is cut before its last line break.
+def _probe_cuts(backend: Any) -> tuple[bool, bool]:
+    """Whether cutting a paragraph break just before its last line break, or after it, keeps the ids.
 
-    GPT-2 style regexes split "\n\nThe" as "\n", "\n", "The" (so cutting after the breaks changes ids);
-    Llama-3 style ones keep "\n\n" whole (so cutting between them does). Only orders the candidates.
+    GPT-2 style regexes split "\n\nThe" as "\n", "\n", "The" (so only the first works); Llama-3 style
+    ones keep "\n\n" whole (only the second); SentencePiece-style ones mark every input's start
+    (neither).
     """
     probe = "Bees fly.\n\nThe hive"
-    return _exact(backend, [probe], [(0, probe.index("The") - 1)]) == [True]
+    at = probe.index("The")
+    before, after = _exact(backend, [probe, probe], [(0, at - 1), (1, at)])
+    return before, after
 
 
 def _framing(backend: Any) -> tuple[list[int], list[int]]:
