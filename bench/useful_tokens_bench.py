@@ -131,7 +131,10 @@ def mixed_corpus(folder: Path, min_chars: int, max_chars: int, seed: int = 0) ->
 
     paragraphs = [p.strip() for text in corpus_texts() for p in re.split(r"\n\s*\n", text) if p.strip()]
     rng = random.Random(seed)
-    draw = lambda: math.exp(rng.uniform(math.log(min_chars), math.log(max_chars)))  # noqa: E731
+
+    def draw() -> float:
+        return math.exp(rng.uniform(math.log(min_chars), math.log(max_chars)))
+
     docs, current, size, target = [], [[]], 0, draw()
     for paragraph in paragraphs:
         for sentence in re.split(r"(?<=[.!?])\s+", paragraph):

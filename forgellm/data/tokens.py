@@ -18,8 +18,8 @@ from ..errors import ForgeError
 
 # Texts longer than this are tokenized in pieces. The backend keeps per-token strings and per-byte
 # alignments for a whole input (a 50 MB file would cost gigabytes) and encodes a batch in parallel only
-# across inputs; pieces of ~4 KB also measured 1.2-1.4x faster than 64 KB ones on the same corpus
-# (allocator churn on big inputs; bench/tokenizer_bench.py). Every cut is checked to leave the token
+# across inputs; pieces of ~4 KB also prepared faster than 64 KB ones in every interleaved pair of
+# bench/data_bench.py runs (BENCHMARKS.md). Every cut is checked to leave the token
 # ids unchanged (see `_exact`): where a pre-tokenizer splits depends on the tokenizer (GPT-2 style
 # regexes split "\n\nThe" as "\n" "\n" "The" but a text ending in "\n\n" as one "\n\n").
 PIECE_CHARS = 1 << 12
@@ -94,19 +94,21 @@ class TokenizerInfo:
         A cut with no exact candidate keeps its first one and is counted in `inexact_cuts`.
         """
         cuts = [(index, places) for index, per_text in options.items() for places in per_text]
+        chosen = [places[0] for _, places in cuts]
         first = _exact(self.backend, texts, [(index, places[0]) for index, places in cuts])
-        retry = [(k, c) for k, ((index, places), ok) in enumerate(zip(cuts, first)) if not ok for c in places[1:]]
-        later = _exact(self.backend, texts, [(cuts[k][0], c) for k, c in retry])
-        good: dict[int, int] = {}
-        for (k, c), ok in zip(retry, later):
+        retry = [(k, c) for k, ok in enumerate(first) if not ok for c in cuts[k][1][1:]]
+        fixed: dict[int, int] = {}
+        for (k, c), ok in zip(retry, _exact(self.backend, texts, [(cuts[k][0], c) for k, c in retry])):
             if ok:
-                good.setdefault(k, c)
-        chosen: dict[int, list[int]] = {index: [] for index in options}
-        for k, ((index, places), ok) in enumerate(zip(cuts, first)):
-            chosen[index].append(places[0] if ok else good.get(k, places[0]))
-            self.inexact_cuts += not ok and k not in good
+                fixed.setdefault(k, c)
+        for k, c in fixed.items():
+            chosen[k] = c
         self.cuts += len(cuts)
-        return chosen
+        self.inexact_cuts += first.count(False) - len(fixed)
+        per_text: dict[int, list[int]] = {index: [] for index in options}
+        for (index, _), c in zip(cuts, chosen):
+            per_text[index].append(c)
+        return per_text
 
 
 def _cut_options(text: str, size: int, before_break: bool) -> list[list[int]]:
@@ -220,7 +222,7 @@ def _probe_cuts(backend: Any) -> tuple[bool, bool]:
     """
     probe = "Bees fly.\n\nThe hive"
     at = probe.index("The")
-    before, after = _exact(backend, [probe, probe], [(0, at - 1), (1, at)])
+    before, after = _exact(backend, [probe], [(0, at - 1), (0, at)])
     return before, after
 
 
