@@ -27,7 +27,9 @@ DEFAULT_PORT = 7860
 def parse_args(argv: list[str] | None = None, env: Mapping[str, str] = os.environ) -> argparse.Namespace:
     """Flags first, then GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, then 127.0.0.1:7860."""
     parser = argparse.ArgumentParser(description="ForgeLLM: fine-tune LLMs with MLX from a browser.")
-    parser.add_argument("--host", default=None, help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
+    parser.add_argument(
+        "--host", default=None, help=f"address to listen on (default {DEFAULT_HOST}: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=None, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
     args = parser.parse_args(argv)

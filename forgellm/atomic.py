@@ -37,13 +37,36 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def require_replaceable(folder: Path, marker: str | None, fix: str = "choose another folder") -> None:
+    """Refuse to replace an existing `folder` unless ForgeLLM made it, as told by its `marker` file.
+
+    Every kind of folder the project writes whole (fused models, built models, checkpoints, data
+    caches) carries a marker file; a folder without it is the user's and is never replaced.
+
+    Raises:
+        ForgeError: when `folder` exists and `marker` is None or absent from it.
+    """
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if marker is not None and folder.is_dir() and not folder.is_symlink() and (folder / marker).is_file():
+        return
+    from .errors import ForgeError
+
+    raise ForgeError(
+        "this folder already exists and was not written by ForgeLLM: it is left untouched", str(folder), fix
+    )
+
+
 @contextmanager
-def atomic_folder(final: Path) -> Iterator[Path]:
+def atomic_folder(final: Path, replace_marker: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `final`; on success it is renamed to `final`, on error removed.
 
-    An existing `final` is replaced only after the new folder is complete.
+    An existing `final` is replaced (only after the new folder is complete) when it holds the file
+    `replace_marker`, i.e. when ForgeLLM wrote it; any other existing folder is refused up front.
     """
     final = Path(final)
+    require_replaceable(final, replace_marker)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     umask = os.umask(0)

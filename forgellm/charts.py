@@ -7,11 +7,14 @@ user's zoom and hidden legend entries across refreshes.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
+
+from .runs import MetricRecord
 
 MAX_POINTS = 2000
 _HEIGHT = 340
@@ -34,14 +37,14 @@ def downsample(points: Sequence[Any], max_points: int = MAX_POINTS) -> list[Any]
     return [points[round(i * stride)] for i in range(max_points)]
 
 
-def _series(records: Iterable[dict[str, Any]], split: str, field: str) -> list[tuple[int, float]]:
+def _series(records: Iterable[MetricRecord], split: str, field: str) -> list[tuple[int, float]]:
     """(step, value) of one split's finite values, sorted by step (a resumed run may repeat steps)."""
     by_step: dict[int, float] = {}
     for r in records:
-        value = r.get(field)
-        if r.get("split") != split or not isinstance(value, (int, float)) or not math.isfinite(value):
+        value = getattr(r, field, None)
+        if r.split != split or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
-        by_step[int(r.get("step", 0))] = float(value)  # a later record for a step replaces an earlier one
+        by_step[int(r.step)] = float(value)  # a later record for a step replaces an earlier one
     return sorted(by_step.items())
 
 
@@ -52,13 +55,13 @@ def _empty(title: str, message: str) -> go.Figure:
     return fig
 
 
-def best_validation(records: Iterable[dict[str, Any]]) -> tuple[int, float] | None:
+def best_validation(records: Iterable[MetricRecord]) -> tuple[int, float] | None:
     """(step, loss) of the lowest validation loss after step 0 (step 0 is the untrained baseline)."""
     val = [p for p in _series(records, "val", "loss") if p[0] > 0]
     return min(val, key=lambda p: p[1]) if val else None
 
 
-def loss_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
+def loss_figure(records: Sequence[MetricRecord]) -> go.Figure:
     """Train and validation loss against step, with the best validation point marked.
 
     Args:
@@ -81,16 +84,19 @@ def loss_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
     if best is not None:
         fig.add_trace(
             go.Scatter(
-                x=[best[0]], y=[best[1]], name="best validation", mode="markers",
+                x=[best[0]],
+                y=[best[1]],
+                name="best validation",
+                mode="markers",
                 marker=dict(size=14, symbol="star", color="gold", line=dict(width=1, color="black")),
                 hovertemplate="best val loss %{y:.4f} at step %{x}<extra></extra>",
             )
-        )  # fmt: skip
+        )
     fig.update_layout(title="Loss", xaxis_title="step", yaxis_title="loss", height=_HEIGHT, **_LAYOUT)
     return fig
 
 
-def throughput_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
+def throughput_figure(records: Sequence[MetricRecord]) -> go.Figure:
     """Tokens per second (left axis) and learning rate (right axis) against step, from train records."""
     tps = downsample(_series(records, "train", "tokens_per_sec"))
     lr = downsample(_series(records, "train", "lr"))
@@ -100,14 +106,24 @@ def throughput_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
     if tps:
         fig.add_trace(go.Scatter(x=[s for s, _ in tps], y=[v for _, v in tps], name="tokens/s", mode="lines"))
     if lr:
-        fig.add_trace(go.Scatter(x=[s for s, _ in lr], y=[v for _, v in lr], name="learning rate", mode="lines",
-                                 yaxis="y2", line=dict(dash="dot")))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[s for s, _ in lr],
+                y=[v for _, v in lr],
+                name="learning rate",
+                mode="lines",
+                yaxis="y2",
+                line=dict(dash="dot"),
+            )
+        )
     fig.update_layout(
-        title="Throughput and learning rate", xaxis_title="step", height=_HEIGHT,
+        title="Throughput and learning rate",
+        xaxis_title="step",
+        height=_HEIGHT,
         yaxis=dict(title="tokens/s", rangemode="tozero"),
         yaxis2=dict(title="learning rate", overlaying="y", side="right", exponentformat="e", showgrid=False),
         **_LAYOUT,
-    )  # fmt: skip
+    )
     return fig
 
 
@@ -118,8 +134,10 @@ def length_histogram_figure(edges: Sequence[int], counts: Sequence[int], unit: s
     """
     if not counts or len(edges) != len(counts) + 1:
         return _empty("Lengths", "no lengths to show")
-    labels = [f"{lo}-{hi - 1}" if hi - 1 > lo else str(lo) for lo, hi in zip(edges, edges[1:])]
-    fig = go.Figure(go.Bar(x=labels, y=list(counts), name="count", hovertemplate="%{x} " + unit + ": %{y}<extra></extra>"))
+    labels = [f"{lo}-{hi - 1}" if hi - 1 > lo else str(lo) for lo, hi in itertools.pairwise(edges)]
+    fig = go.Figure(
+        go.Bar(x=labels, y=list(counts), name="count", hovertemplate="%{x} " + unit + ": %{y}<extra></extra>")
+    )
     fig.update_layout(title=f"Lengths ({unit})", xaxis_title=unit, yaxis_title="count", height=_HEIGHT, **_LAYOUT)
     fig.update_xaxes(type="category")
     return fig

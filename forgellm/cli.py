@@ -7,11 +7,20 @@ import sys
 from pathlib import Path
 
 from .errors import ForgeError
+from .inference import GenerationSettings
+
+_GENERATION = GenerationSettings()  # the CLI's generation defaults are the app's
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted for nested keys), e.g. --set iters=100")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted for nested keys), e.g. --set iters=100",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train in the foreground; prints the run folder on its first line")
     p.add_argument("config", nargs="?", type=Path, help="YAML config (see configs/)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    given.add_argument(
+        "--run-dir",
+        type=Path,
+        metavar="RUN_DIR",
+        help="train a run folder a launcher created (its config.yaml; how the app starts trainers)",
+    )
     _add_set(p)
 
     p = sub.add_parser("stop", help="ask a run's trainer to save and stop")
@@ -40,16 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", type=Path, help="run folder or checkpoint folder")
     p.add_argument("--checkpoint", default="best", help="best, latest or a step (when --adapter is a run folder)")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-tokens", type=int, default=100)
-    p.add_argument("--temp", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, default=_GENERATION.max_tokens)
+    p.add_argument("--temp", type=float, default=_GENERATION.temperature, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=_GENERATION.top_p)
+    p.add_argument("--seed", type=int, default=_GENERATION.seed, help="seed for sampling (default: unseeded)")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
 
     p = sub.add_parser("fuse", help="fuse a run's adapter into a full model folder")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--checkpoint", default="best", help="best, latest or a step")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="a new folder (an earlier fuse output may be reused; any other existing folder is refused)",
+    )
 
     p = sub.add_parser("tiny", help="build the embedded tiny model (and other built-in models)")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
@@ -61,23 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import config
-    from .training import run_training, start_run_dir
+    from . import config, launcher
+    from .training import train_run
 
-    if args.resume:
-        run_dir = args.resume.resolve()
-        cfg = config.load(run_dir / "config.yaml", args.overrides)
+    given = args.resume or args.run_dir
+    if given is not None:
+        if args.config is not None:
+            raise ForgeError(
+                "give a config or a run folder, not both", "train", "drop the config: the run folder has its own"
+            )
+        run_dir = given.resolve()
+        overrides = args.overrides
     else:
         if args.config is None:
             raise ForgeError("no config given", "train", "pass a YAML file, e.g. configs/cpt-tiny.yaml")
-        cfg = config.load(args.config, args.overrides)
-        run_dir = start_run_dir(cfg)
+        run_dir = launcher.create_run(config.load(args.config, args.overrides))
+        overrides = []  # already in the run folder's config.yaml
     print(run_dir, flush=True)
-    return run_training(cfg, run_dir, resume=bool(args.resume))
+    return train_run(run_dir, resume=args.resume is not None, overrides=overrides)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from .process import require_running, stop
+    from .launcher import require_running, stop
 
     pid = require_running(args.run_dir)
     stop(args.run_dir, wait_s=args.wait)
@@ -90,9 +116,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from .runs import list_runs
 
     for run in list_runs(args.dir or runs_dir()):
-        total = run["total_steps"] or "?"
-        best = f"{run['best_val_loss']:.4f}" if run["best_val_loss"] is not None else "-"
-        print(f"{run['name']:<48} {run['state']:<14} {run['step']}/{total:<8} best val {best}")
+        status = run.status
+        best = f"{status.best_val_loss:.4f}" if status.best_val_loss is not None else "-"
+        progress = f"{status.step}/{status.total_steps or '?'}"
+        print(f"{run.name:<48} {run.state:<14} {progress:<12} best val {best}")
     return 0
 
 
@@ -132,7 +159,7 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     names = list(registry.BUILTINS) if args.all else ["tiny"]
     for name in names:
         if args.force:
-            tiny.remove(registry.builtin_path(name))
+            tiny.remove(registry.builtin_path(name), registry.BUILTINS[name].marker)
         print(registry.ensure_builtin(name))
     return 0
 
@@ -157,8 +184,15 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "train": cmd_train, "stop": cmd_stop, "runs": cmd_runs, "data": cmd_data, "generate": cmd_generate,
-    "fuse": cmd_fuse, "tiny": cmd_tiny, "models": cmd_models, "doctor": cmd_doctor,
+    "train": cmd_train,
+    "stop": cmd_stop,
+    "runs": cmd_runs,
+    "data": cmd_data,
+    "generate": cmd_generate,
+    "fuse": cmd_fuse,
+    "tiny": cmd_tiny,
+    "models": cmd_models,
+    "doctor": cmd_doctor,
 }
 
 

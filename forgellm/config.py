@@ -67,7 +67,8 @@ class TrainConfig:
 
     # Data
     data: str | list[str] = _f(
-        "dataset/beekeeping", "Folder or file of training documents, or a list of them (relative paths: project folder)."
+        "dataset/beekeeping",
+        "Folder or file of training documents, or a list of them (relative paths: project folder).",
     )
     text_field: str = _f("text", "Field holding the text in .jsonl/.json/.csv CPT files.")
     val_fraction: float = _f(0.1, "Fraction of documents held out for validation (split by document, seeded).")
@@ -105,7 +106,8 @@ class TrainConfig:
     output_dir: str = _f("runs", "Parent folder of run folders (relative paths: project home).")
     run_name: str | None = _f(None, "Run folder name; null = <timestamp>-<train_type>-<model>.")
     hosts: list[str] | None = _f(
-        None, "IP addresses for data-parallel training via mlx.launch (repeat one for several ranks); null = one process."
+        None,
+        "IP addresses for data-parallel training via mlx.launch (repeat one for several ranks); null = one process.",
     )
     hostfile: str | None = _f(None, "An mlx.launch hostfile (JSON) instead of hosts.")
     distributed_backend: Literal["ring", "mpi"] = _f("ring", "mlx.launch backend: ring (TCP, default) or mpi.")

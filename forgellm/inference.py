@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,16 +89,19 @@ def _load(model_path: Path, adapter_dir: Path | None) -> LoadedModel:
 
 
 def _check_adapter_base(model_path: Path, adapter_dir: Path) -> None:
-    config = json.loads((adapter_dir / runs.ADAPTER_CONFIG_FILE).read_text())
-    trained_on = config.get("model")
-    if trained_on and Path(trained_on).resolve() != model_path.resolve():
-        same_shape = _config_shape(Path(trained_on)) == _config_shape(model_path)
-        if not same_shape:
-            raise ForgeError(
-                f"this adapter was trained on {config.get('base_model') or trained_on}, not on {model_path.name}",
-                str(adapter_dir),
-                f"choose {config.get('base_model') or trained_on} as the base model",
-            )
+    """Refuse an adapter trained on another base (a same-shaped copy of that base is accepted)."""
+    try:
+        trained_on = runs.base_model_of(adapter_dir)
+    except ForgeError:  # its base cannot be found here: mlx-lm's load still rejects a mismatched shape
+        return
+    if trained_on.resolve() == model_path.resolve() or _config_shape(trained_on) == _config_shape(model_path):
+        return
+    name = runs.base_model_name(adapter_dir)
+    raise ForgeError(
+        f"this adapter was trained on {name}, not on {model_path.name}",
+        str(adapter_dir),
+        f"choose {name} as the base model",
+    )
 
 
 def _config_shape(model_path: Path) -> tuple | None:
@@ -120,11 +123,46 @@ def stream(loaded: LoadedModel, prompt: str, settings: GenerationSettings) -> It
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     sampler = make_sampler(settings.temperature, top_p=settings.top_p, min_p=settings.min_p, top_k=settings.top_k)
-    processors = make_logits_processors(repetition_penalty=settings.repetition_penalty if settings.repetition_penalty != 1.0 else None)
+    processors = make_logits_processors(
+        repetition_penalty=settings.repetition_penalty if settings.repetition_penalty != 1.0 else None
+    )
     with _generate_lock:
         if settings.seed is not None:
             mx.random.seed(settings.seed)
         yield from stream_generate(
-            loaded.model, loaded.tokenizer, prompt, max_tokens=settings.max_tokens, sampler=sampler, logits_processors=processors
+            loaded.model,
+            loaded.tokenizer,
+            prompt,
+            max_tokens=settings.max_tokens,
+            sampler=sampler,
+            logits_processors=processors,
         )
 
+
+# ---- chat messages ---------------------------------------------------------------------------------
+
+
+def message_text(content: Any) -> str:
+    """A chat message's content as plain text.
+
+    Gradio 6 delivers a Chatbot's messages to a handler with content as a list of parts
+    (`[{"type": "text", "text": ...}]`); API callers send strings. Non-text parts are left out.
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or "")
+    if isinstance(content, (list, tuple)):
+        return "".join(message_text(part) for part in content)
+    return str(content)
+
+
+def chat_messages(history: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """A chat history → plain `{"role", "content"}` messages for the chat template."""
+    return [
+        {"role": m["role"], "content": message_text(m.get("content"))}
+        for m in history
+        if m.get("role") in ("user", "assistant", "system")
+    ]

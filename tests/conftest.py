@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+# Data fixtures (tokenizers, corpora) shared by the tests/test_data_*.py modules.
+pytest_plugins = ("conftest_data",)
+
 # Quiet, offline, deterministic: set before anything imports gradio or huggingface_hub.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
-
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from forgellm import charts
+from forgellm.runs import record_from_dict
 
 
 def _records(train_steps: int, every: int = 1, val_every: int = 50) -> list[dict]:
@@ -12,12 +13,24 @@ def _records(train_steps: int, every: int = 1, val_every: int = 50) -> list[dict
     out = []
     for step in range(0, train_steps + 1):
         if step and step % every == 0:
-            out.append({"step": step, "split": "train", "loss": 5 - step / train_steps, "lr": 1e-3 * (1 - step / train_steps),
-                        "tokens_per_sec": 1000.0 + step})  # fmt: skip
+            out.append(
+                {
+                    "step": step,
+                    "split": "train",
+                    "loss": 5 - step / train_steps,
+                    "lr": 1e-3 * (1 - step / train_steps),
+                    "tokens_per_sec": 1000.0 + step,
+                }
+            )
         if step % val_every == 0:
             # Falls until step 100, then rises (overfitting): the best validation point is at step 100.
             out.append({"step": step, "split": "val", "loss": 6.0 if step == 0 else 4.0 + abs(step - 100) / 1000})
-    return out
+    return _typed(out)
+
+
+def _typed(dicts: list[dict]) -> list:
+    """Metric records as `runs.read_metrics` returns them."""
+    return [record_from_dict(d) for d in dicts]
 
 
 def _trace(fig, name):
@@ -36,9 +49,9 @@ def test_loss_figure_has_train_val_and_best_point():
 
 def test_best_point_ignores_the_baseline():
     # Step 0 is the untrained model: never a checkpoint, so never "best" even when it is lowest.
-    fig = charts.loss_figure([{"step": 0, "split": "val", "loss": 3.0}])
+    fig = charts.loss_figure(_typed([{"step": 0, "split": "val", "loss": 3.0}]))
     assert [t.name for t in fig.data] == ["validation"]
-    records = [{"step": 0, "split": "val", "loss": 3.0}, {"step": 10, "split": "val", "loss": 3.5}]
+    records = _typed([{"step": 0, "split": "val", "loss": 3.0}, {"step": 10, "split": "val", "loss": 3.5}])
     assert charts.best_validation(records) == (10, 3.5)
 
 
@@ -59,12 +72,14 @@ def test_downsample():
 
 
 def test_non_finite_and_repeated_steps():
-    records = [
-        {"step": 1, "split": "train", "loss": 2.0},
-        {"step": 2, "split": "train", "loss": float("nan")},
-        {"step": 3, "split": "train", "loss": float("inf")},
-        {"step": 1, "split": "train", "loss": 1.5},  # a resumed run logs step 1 again: the later one wins
-    ]
+    records = _typed(
+        [
+            {"step": 1, "split": "train", "loss": 2.0},
+            {"step": 2, "split": "train", "loss": float("nan")},
+            {"step": 3, "split": "train", "loss": float("inf")},
+            {"step": 1, "split": "train", "loss": 1.5},  # a resumed run logs step 1 again: the later one wins
+        ]
+    )
     train = _trace(charts.loss_figure(records), "train")
     assert list(train.x) == [1] and list(train.y) == [1.5]
 

@@ -1,4 +1,5 @@
-"""The app: built without launching, its form logic (forgellm.appstate), its handlers, and one real launch.
+"""The app: built without launching, its form and list logic (forgellm.forms, forgellm.choices), its handlers,
+and one real launch.
 
 Every test that could write points FORGELLM_HOME at a temporary folder (runs/ and models/ live there).
 Handlers are called directly with the library's slow parts (trainer launch, model loading) faked.
@@ -19,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from forgellm import appstate, config, paths, runs
+from forgellm import choices, config, forms, inference, paths, run_summary, runs
 from forgellm.config import TrainConfig, field_help
 from forgellm.errors import ConfigError, ForgeError
 
@@ -37,16 +38,30 @@ def make_run(name: str, state: str = "completed", steps: tuple[int, ...] = (10, 
     """A run folder as the trainer leaves it (status, config, metrics, log, checkpoints)."""
     run_dir = paths.runs_dir() / name
     (run_dir / runs.CHECKPOINTS).mkdir(parents=True)
-    status = {"state": state, "step": steps[-1] if steps else 0, "total_steps": 20, "started_at": f"2026-01-01T00:00:{len(name):02d}",
-              "epoch": 1.5, "tokens_per_sec": 1234.0, "eta_s": 75, "best_val_loss": 2.5, "best_step": 10, "pid": None}  # fmt: skip
+    status = {
+        "state": state,
+        "step": steps[-1] if steps else 0,
+        "total_steps": 20,
+        "started_at": f"2026-01-01T00:00:{len(name):02d}",
+        "epoch": 1.5,
+        "tokens_per_sec": 1234.0,
+        "eta_s": 75,
+        "best_val_loss": 2.5,
+        "best_step": 10,
+        "pid": None,
+    }
     if state == "failed":
         status["error"] = "validation loss became nan at step 20"
     (run_dir / runs.STATUS_FILE).write_text(json.dumps(status))
     (run_dir / runs.CONFIG_FILE).write_text(f"model: {model}\ntrain_type: cpt\n")
     (run_dir / runs.METRICS_FILE).write_text(
-        "".join(json.dumps({"step": s, "split": "train", "loss": 3.0 - s / 100, "lr": 1e-3, "tokens_per_sec": 1000}) + "\n" for s in range(1, 21))
-        + json.dumps({"step": 10, "split": "val", "loss": 2.5}) + "\n"
-    )  # fmt: skip
+        "".join(
+            json.dumps({"step": s, "split": "train", "loss": 3.0 - s / 100, "lr": 1e-3, "tokens_per_sec": 1000}) + "\n"
+            for s in range(1, 21)
+        )
+        + json.dumps({"step": 10, "split": "val", "loss": 2.5})
+        + "\n"
+    )
     (run_dir / runs.LOG_FILE).write_text("".join(f"line {i}\n" for i in range(100)))
     for step in steps:
         ckpt = run_dir / runs.CHECKPOINTS / str(step)
@@ -56,7 +71,7 @@ def make_run(name: str, state: str = "completed", steps: tuple[int, ...] = (10, 
 
 
 def form_dict(cfg: TrainConfig, **changes) -> dict:
-    values = dict(zip(appstate.FORM_KEYS, appstate.form_values(cfg)))
+    values = dict(zip(forms.FORM_KEYS, forms.form_values(cfg), strict=True))
     values.update({k.replace("__", "."): v for k, v in changes.items()})
     return values
 
@@ -100,12 +115,12 @@ def test_training_form_widgets_follow_form_keys():
 
     with gr.Blocks() as demo:
         tab = training.build(gr.Timer(), demo)
-    assert len(tab.form()) == len(appstate.FORM_KEYS)
-    for widget, key in zip(tab.form(), appstate.FORM_KEYS):
+    assert len(tab.form()) == len(forms.FORM_KEYS)
+    for widget, key in zip(tab.form(), forms.FORM_KEYS, strict=True):
         assert key in field_help()
         assert widget.label in (key, "LoRA rank")
-        expected = appstate.get_key(appstate.load_base(tab.config.value), key)
-        assert widget.value == (appstate.as_path_list(expected) if key == "data" else expected)  # data: a multi-select
+        expected = forms.get_key(forms.load_base(tab.config.value), key)
+        assert widget.value == (choices.as_path_list(expected) if key == "data" else expected)  # data: a multi-select
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,42 +129,59 @@ def test_training_form_widgets_follow_form_keys():
 
 def test_unchanged_form_gives_no_overrides():
     base = TrainConfig()
-    assert appstate.build_overrides(base, form_dict(base)) == []
+    assert forms.build_overrides(base, form_dict(base)) == []
     # Widget typing is not a change: a Number hands back 8.0 for batch_size 8, a Textbox may pad.
-    assert appstate.build_overrides(base, form_dict(base, batch_size=8.0, model=" tiny ")) == []
+    assert forms.build_overrides(base, form_dict(base, batch_size=8.0, model=" tiny ")) == []
 
 
 def test_only_changed_values_become_overrides_and_round_trip(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("model: tiny\niters: 50\nlearning_rate: 2e-4\nlora_parameters:\n  rank: 4\n")
     base = config.load(yaml_file)
-    values = form_dict(base, iters=75, learning_rate=1e-05, lora_parameters__rank=16, model="123",
-                       train_type="ift", data="dataset/instructions")  # fmt: skip
-    overrides = appstate.build_overrides(base, values)
-    assert [o.split("=")[0] for o in overrides] == ["model", "train_type", "data", "iters", "learning_rate", "lora_parameters.rank"]
+    values = form_dict(
+        base,
+        iters=75,
+        learning_rate=1e-05,
+        lora_parameters__rank=16,
+        model="123",
+        train_type="ift",
+        data="dataset/instructions",
+    )
+    overrides = forms.build_overrides(base, values)
+    assert [o.split("=")[0] for o in overrides] == [
+        "model",
+        "data",
+        "train_type",
+        "iters",
+        "learning_rate",
+        "lora_parameters.rank",
+    ]
     loaded = config.load(yaml_file, overrides)
-    assert dict(zip(appstate.FORM_KEYS, appstate.form_values(loaded))) == values
+    assert dict(zip(forms.FORM_KEYS, forms.form_values(loaded), strict=True)) == values
     assert loaded.model == "123"  # a name that looks like a number stays a string
 
 
 def test_the_data_multiselect_gives_one_path_or_a_list():
     base = TrainConfig()
-    assert appstate.build_overrides(base, form_dict(base, data=["dataset/beekeeping"])) == []
+    assert forms.build_overrides(base, form_dict(base, data=["dataset/beekeeping"])) == []
     two = ["dataset/beekeeping/handbook", "dataset/general"]
-    overrides = appstate.build_overrides(base, form_dict(base, data=two))
+    overrides = forms.build_overrides(base, form_dict(base, data=two))
     assert config.load(None, overrides).data == two
-    assert set(two) <= set(appstate.dataset_choices(two)) and appstate.dataset_choices(["/data/a", "/data/b"])[:2] == ["/data/a", "/data/b"]
+    assert set(two) <= set(choices.dataset_choices(two)) and choices.dataset_choices(["/data/a", "/data/b"])[:2] == [
+        "/data/a",
+        "/data/b",
+    ]
     with pytest.raises(ForgeError, match="not a folder or file under dataset/"):
-        appstate.build_overrides(base, form_dict(base, data=["dataset/general", "/etc"]))
+        forms.build_overrides(base, form_dict(base, data=["dataset/general", "/etc"]))
 
 
 def test_emptied_or_invalid_fields_are_reported_not_defaulted():
     base = TrainConfig()
-    overrides = appstate.build_overrides(base, form_dict(base, iters=None))
+    overrides = forms.build_overrides(base, form_dict(base, iters=None))
     assert overrides == ["iters=null"]  # an emptied field must not silently fall back to the default
     with pytest.raises(ConfigError, match="iters"):
         config.load(None, overrides)
-    overrides = appstate.build_overrides(base, form_dict(base, learning_rate=-1.0, val_fraction=2.0))
+    overrides = forms.build_overrides(base, form_dict(base, learning_rate=-1.0, val_fraction=2.0))
     with pytest.raises(ConfigError) as e:
         config.load(None, overrides)
     keys = {p.split(":")[0] for p in e.value.problems}
@@ -157,19 +189,19 @@ def test_emptied_or_invalid_fields_are_reported_not_defaulted():
 
 
 def test_form_keys_and_literal_choices_come_from_the_config_tree():
-    assert set(appstate.FORM_KEYS) <= set(field_help())
-    assert appstate.literal_choices("train_type") == ["cpt", "ift"]
-    assert appstate.key_type("lora_parameters.rank") is int
+    assert set(forms.FORM_KEYS) <= set(field_help())
+    assert forms.literal_choices("train_type") == ["cpt", "ift"]
+    assert forms.key_type("lora_parameters.rank") is int
 
 
 def test_config_choices(tmp_path):
-    choices = appstate.list_configs()
-    assert choices[-1] == appstate.DEFAULTS_CHOICE
-    assert appstate.config_path(appstate.DEFAULTS_CHOICE) is None
+    configs = choices.list_configs()
+    assert configs[-1] == choices.DEFAULTS_CHOICE and "configs/cpt-tiny.yaml" in configs
+    assert choices.config_path(choices.DEFAULTS_CHOICE) is None
     with pytest.raises(ForgeError):
-        appstate.config_path("../app.py")
+        choices.config_path("../app.py")
     with pytest.raises(ForgeError):
-        appstate.config_path("configs/../tests/x.yaml")
+        choices.config_path("configs/../tests/x.yaml")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,74 +218,91 @@ def test_dataset_choices_never_escape_dataset(tmp_path, monkeypatch):
     (project / "dataset" / "link").symlink_to(outside)
     monkeypatch.setattr(paths, "PROJECT_ROOT", project)
 
-    choices = appstate.dataset_choices()
-    assert choices == ["dataset/docs", "dataset/docs/a.txt"]
-    assert all(appstate.is_dataset_path(c) for c in choices)
+    found = choices.dataset_choices()
+    assert found == ["dataset/docs", "dataset/docs/a.txt"]
+    assert all(choices.is_dataset_path(c) for c in found)
     for bad in ("dataset/link", "dataset/../secret", str(outside), "/etc", "", "dataset/missing"):
-        assert not appstate.is_dataset_path(bad), bad
+        assert not choices.is_dataset_path(bad), bad
     base = TrainConfig(data="dataset/docs")
     with pytest.raises(ForgeError, match="not a folder or file under dataset/"):
-        appstate.build_overrides(base, form_dict(base, data="dataset/link"))
+        forms.build_overrides(base, form_dict(base, data="dataset/link"))
     # What the YAML file says is shown as is; only a value changed in the UI must come from dataset/.
-    assert appstate.dataset_choices("/data/mine")[0] == "/data/mine"
+    assert choices.dataset_choices("/data/mine")[0] == "/data/mine"
 
 
 def test_real_dataset_choices_are_inside_dataset():
     root = paths.dataset_dir().resolve()
-    for choice in appstate.dataset_choices():
+    for choice in choices.dataset_choices():
         assert (paths.PROJECT_ROOT / choice).resolve().is_relative_to(root)
 
 
 @pytest.mark.parametrize("name", ["", "  ", "a/b", "a\\b", "..", "../x", "x..y", ".hidden", "tiny"])
 def test_output_name_rejects_paths(name):
     with pytest.raises(ForgeError):
-        appstate.validate_output_name(name)
+        choices.validate_output_name(name)
 
 
 def test_output_name_accepts_a_plain_name(home):
-    assert appstate.validate_output_name(" my-model_v2 ") == home / "models" / "my-model_v2"
+    assert choices.validate_output_name(" my-model_v2 ") == home / "models" / "my-model_v2"
     (home / "models" / "taken").mkdir(parents=True)
-    with pytest.raises(ForgeError, match="not a fused model"):
-        appstate.validate_output_name("taken")
+    with pytest.raises(ForgeError, match="not written by ForgeLLM"):
+        choices.validate_output_name("taken")
+    (home / "models" / "fused-before").mkdir()
+    (home / "models" / "fused-before" / "forgellm_fuse.json").write_text("{}")  # an earlier fuse output
+    assert choices.validate_output_name("fused-before") == home / "models" / "fused-before"
 
 
 def test_runs_checkpoints_and_adapters():
     make_run("20260101-000000-cpt-tiny", steps=(10, 20))
     make_run("20260102-000000-cpt-tiny-longer", steps=())
-    names = [value for _label, value in appstate.run_choices()]
+    names = [value for _label, value in choices.run_choices()]
     assert names == ["20260102-000000-cpt-tiny-longer", "20260101-000000-cpt-tiny"]  # newest first
-    assert [v for _l, v in appstate.adapter_choices()] == [appstate.NO_ADAPTER, "20260101-000000-cpt-tiny"]
-    assert appstate.checkpoint_choices("20260101-000000-cpt-tiny") == ["best", "latest", "20", "10"]
-    assert appstate.checkpoint_choices(appstate.NO_ADAPTER) == []
-    assert appstate.run_base_model("20260101-000000-cpt-tiny") == "tiny"
+    assert [v for _l, v in choices.adapter_choices()] == [choices.NO_ADAPTER, "20260101-000000-cpt-tiny"]
+    assert choices.checkpoint_choices("20260101-000000-cpt-tiny") == ["best", "latest", "20", "10"]
+    assert choices.checkpoint_choices(choices.NO_ADAPTER) == []
+    assert choices.run_base_model("20260101-000000-cpt-tiny") == "tiny"
     # A run that was just started has an empty folder for a moment: it is still listed when asked for.
     (paths.runs_dir() / "20260104-000000-starting").mkdir()
-    assert appstate.run_choices(include="20260104-000000-starting")[0] == ("20260104-000000-starting (starting)", "20260104-000000-starting")
-    assert appstate.resolve_run("20260104-000000-starting").name == "20260104-000000-starting"
+    assert choices.run_choices(include="20260104-000000-starting")[0] == (
+        "20260104-000000-starting (starting)",
+        "20260104-000000-starting",
+    )
+    assert choices.resolve_run("20260104-000000-starting").name == "20260104-000000-starting"
     for bad in ("../x", "nope", "", None, ".x"):
         with pytest.raises(ForgeError):
-            appstate.resolve_run(bad)
+            choices.resolve_run(bad)
 
 
 def test_status_summary():
     run_dir = make_run("r1", state="completed")
-    line = appstate.status_summary(runs.read_status(run_dir))
-    assert "**completed**" in line and "step 20/20" in line and "1,234 tok/s" in line and "best val loss 2.5000 at step 10" in line
+    line = run_summary.status_summary(runs.summarize(run_dir))
+    assert (
+        "**completed**" in line
+        and "step 20/20" in line
+        and "1,234 tok/s" in line
+        and "best val loss 2.5000 at step 10" in line
+    )
     assert "ETA" not in line  # only while running
-    # A 'running' run whose trainer is gone is shown as failed, with a hint.
-    status = {**runs.read_status(run_dir), "state": "running", "pid": 2**22 + 12345}
-    assert appstate.status_summary(status).startswith("**failed**")
-    failed = appstate.status_summary(runs.read_status(make_run("r2", state="failed")))
+    # A 'running' run whose trainer is gone is shown as dead, with how to continue it.
+    status = runs.read_status(run_dir)
+    status.update(state="running", pid=2**22 + 12345, pid_start="1")
+    runs.write_status(run_dir, status)
+    dead = run_summary.status_summary(runs.summarize(run_dir))
+    assert dead.startswith("**dead**") and f"--resume {run_dir}" in dead and "checkpoint 20" in dead
+    failed = run_summary.status_summary(runs.summarize(make_run("r2", state="failed")))
     assert "validation loss became nan" in failed
-    assert appstate.format_duration(3725) == "1h 02m" and appstate.format_duration(65) == "1m 05s"
+    assert run_summary.format_duration(3725) == "1h 02m" and run_summary.format_duration(65) == "1m 05s"
 
 
 def test_message_text_accepts_parts_and_strings():
     parts = [{"type": "text", "text": "Hello "}, {"type": "file", "file": {}}, {"type": "text", "text": "bees"}]
-    assert appstate.message_text(parts) == "Hello bees"
-    assert appstate.message_text("plain") == "plain"
+    assert inference.message_text(parts) == "Hello bees"
+    assert inference.message_text("plain") == "plain"
     history = [{"role": "user", "content": parts}, {"role": "assistant", "content": "Hi", "metadata": {}}]
-    assert appstate.chat_messages(history) == [{"role": "user", "content": "Hello bees"}, {"role": "assistant", "content": "Hi"}]
+    assert inference.chat_messages(history) == [
+        {"role": "user", "content": "Hello bees"},
+        {"role": "assistant", "content": "Hi"},
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,22 +314,27 @@ def test_start_passes_changed_fields_and_reports_problems(monkeypatch):
 
     calls = []
 
-    def fake_start(path, overrides):
-        calls.append((path, overrides))
+    def fake_start(cfg):
+        calls.append(cfg)
         run_dir = make_run("20260103-000000-cpt-tiny", state="running")
-        return run_dir, SimpleNamespace(pid=4242, wait=lambda: 0)
+        return SimpleNamespace(run_dir=run_dir, process=SimpleNamespace(pid=4242))
 
-    monkeypatch.setattr(training.process, "start_training", fake_start)
+    monkeypatch.setattr(training.launcher, "start_in_background", fake_start)
     base = TrainConfig()
     values = form_dict(base, iters=5)
-    message, run_update = training._start(appstate.DEFAULTS_CHOICE, *values.values())
-    assert calls == [(None, ["iters=5"])]
+    message, run_update = training._start(choices.DEFAULTS_CHOICE, *values.values())
+    assert [c.iters for c in calls] == [5] and calls[0] == TrainConfig(iters=5)  # resolved once, passed as is
+    assert "`iters=5`" in message
     assert "20260103-000000-cpt-tiny" in message and run_update["value"] == "20260103-000000-cpt-tiny"
 
     bad = form_dict(base, iters=0, learning_rate=-1.0)
     with pytest.warns(UserWarning):  # gr.Warning outside a request falls back to warnings.warn
-        message, run_update = training._start(appstate.DEFAULTS_CHOICE, *bad.values())
-    assert "problem(s) in the config" in message and "iters: must be >= 1" in message and "learning_rate: must be > 0" in message
+        message, run_update = training._start(choices.DEFAULTS_CHOICE, *bad.values())
+    assert (
+        "problem(s) in the config" in message
+        and "iters: must be >= 1" in message
+        and "learning_rate: must be > 0" in message
+    )
     assert len(calls) == 1
 
 
@@ -319,13 +373,18 @@ def test_chat_streams_and_reports_errors(monkeypatch):
     def fake_stream(loaded, prompt, settings):
         try:
             for i, piece in enumerate(["Bees ", "make ", "honey."]):
-                yield SimpleNamespace(text=piece, generation_tokens=i + 1, generation_tps=42.0, finish_reason="stop" if i == 2 else None)
+                yield SimpleNamespace(
+                    text=piece, generation_tokens=i + 1, generation_tps=42.0, finish_reason="stop" if i == 2 else None
+                )
         finally:
             closed.append(True)
 
     monkeypatch.setattr(chat.inference, "load_for_chat", lambda model, adapter, checkpoint: Loaded())
     monkeypatch.setattr(chat.inference, "stream", fake_stream)
-    history = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, {"role": "assistant", "content": [{"type": "text", "text": "hello"}]}]
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "hello"}]},
+    ]
     steps = list(chat._respond("What do bees make?", history, "tiny", "none", None, 0.7, 0.95, 20))
     final_chat, textbox, info = steps[-1]
     assert final_chat[-1] == {"role": "assistant", "content": "Bees make honey."}
@@ -390,9 +449,19 @@ def _free_port() -> int:
 
 def test_app_serves_and_exits_on_sigterm(home):
     port = _free_port()
-    env = {**os.environ, "FORGELLM_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=paths.PROJECT_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    env = {
+        **os.environ,
+        "FORGELLM_HOME": str(home),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)],
+        cwd=paths.PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
     try:
         deadline, status = time.monotonic() + 90, None
@@ -416,9 +485,9 @@ def test_model_choice_never_reaches_outside_the_project(value: str) -> None:
     from forgellm.errors import ForgeError
 
     with pytest.raises(ForgeError):
-        appstate.check_model_choice(value)
+        choices.check_model_choice(value)
 
 
 @pytest.mark.parametrize("value", ["tiny", "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "org/name"])
 def test_model_choice_accepts_builtins_and_hub_ids(value: str) -> None:
-    assert appstate.check_model_choice(value) == value
+    assert choices.check_model_choice(value) == value

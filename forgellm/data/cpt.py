@@ -66,8 +66,9 @@ class _Batch:
     chars: int = 0
 
 
-def tokenize_corpus(paths: list[Path], key: str, text_field: str, info: TokenizerInfo, problems: Problems,
-                    work: Path) -> Corpus:  # fmt: skip
+def tokenize_corpus(
+    paths: list[Path], key: str, text_field: str, info: TokenizerInfo, problems: Problems, work: Path
+) -> Corpus:
     """Read `paths` (the files found for config key `key`), drop empty and duplicate documents, tokenize."""
     files = [sniff(p, "cpt") for p in paths]
     corpus = Corpus(files, work / f"{key}.tokens", np.zeros(0, np.int64), np.zeros(0, np.uint64))
@@ -201,14 +202,20 @@ def _mix(cfg: TrainConfig, train: Segments, general: Corpus) -> tuple[Segments, 
         raise _nothing_usable(general, f"mixture.general: {display(cfg.mixture.general)}")
     needed = round(train.total * (1 - cfg.mixture.ratio) / cfg.mixture.ratio)
     extra, uses = general_segments(general, needed, cfg.seed)
-    mixture = {"general": display(cfg.mixture.general), "ratio_requested": cfg.mixture.ratio,
-               "general_tokens_available": general.tokens, "general_tokens_used": needed,
-               "general_repeats": round(uses, 3), "general_documents": general.summary()}  # fmt: skip
+    mixture = {
+        "general": display(cfg.mixture.general),
+        "ratio_requested": cfg.mixture.ratio,
+        "general_tokens_available": general.tokens,
+        "general_tokens_used": needed,
+        "general_repeats": round(uses, 3),
+        "general_documents": general.summary(),
+    }
     return Segments.concat([train, extra]), mixture
 
 
-def build(cfg: TrainConfig, info: TokenizerInfo, problems: Problems, out: Path, work: Path,
-          files: dict[str, list[Path]]) -> dict[str, Any]:  # fmt: skip
+def build(
+    cfg: TrainConfig, info: TokenizerInfo, problems: Problems, out: Path, work: Path, files: dict[str, list[Path]]
+) -> dict[str, Any]:
     """Prepare CPT data into `out` (train_tokens.npy, val_tokens.npy); returns the CPT report parts.
 
     Args:
@@ -236,8 +243,11 @@ def build(cfg: TrainConfig, info: TokenizerInfo, problems: Problems, out: Path, 
         "files": [f.as_dict() for f in domain.files],
         "general_files": [f.as_dict() for f in general.files] if general else [],
         "documents": {**domain.summary(), "train": len(train_idx), "val": len(val_idx)},
-        "tokens": {"corpus": domain.tokens, "train": int(domain.lengths[train_idx].sum()),
-                   "val": int(domain.lengths[val_idx].sum())},  # fmt: skip
+        "tokens": {
+            "corpus": domain.tokens,
+            "train": int(domain.lengths[train_idx].sum()),
+            "val": int(domain.lengths[val_idx].sum()),
+        },
         "splits": {"train": _split_report(train, train_in, L), "val": _split_report(val, val_in, L)},
         "yield": _yield(domain.tokens, int(train_in[DOMAIN]), int(val_in[DOMAIN])),
         "mixture": mixture,

@@ -17,9 +17,15 @@ from typing import Any
 FORMATS = ("chat", "completion", "alpaca", "sharegpt", "text")
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {
-    "system": "system", "human": "user", "user": "user",
-    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bard": "assistant", "model": "assistant",
-}  # fmt: skip
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "model": "assistant",
+}
 EXAMPLES = {
     "chat": '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}',
     "completion": '{"prompt": "...", "completion": "..."}',
@@ -139,7 +145,10 @@ def _sharegpt(record: dict[str, Any]) -> list[dict[str, str]]:
 
 def _completion(record: dict[str, Any]) -> list[dict[str, str]]:
     prompt = _string(record, "prompt", "completion")
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": _string(record, "completion", "completion")}]
+    return [
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": _string(record, "completion", "completion")},
+    ]
 
 
 def _alpaca(record: dict[str, Any]) -> list[dict[str, str]]:
@@ -159,10 +168,11 @@ def _check_conversation(messages: list[dict[str, str]], fmt: str) -> None:
         raise Invalid(f"a system message at position {roles.index('system', 1)}", "put the system message first, once")
     body = roles[1:] if roles[0] == "system" else roles
     if not body or body[0] != "user":
-        raise Invalid("the conversation must start with a user message (after an optional system one)",
-                      f"write it as {EXAMPLES[fmt]}")  # fmt: skip
+        raise Invalid(
+            "the conversation must start with a user message (after an optional system one)",
+            f"write it as {EXAMPLES[fmt]}",
+        )
     if "assistant" not in body:
-        raise Invalid("the conversation has no assistant message, so nothing to train on",
-                      "add the assistant's answer")  # fmt: skip
+        raise Invalid("the conversation has no assistant message, so nothing to train on", "add the assistant's answer")
     if not any(m["content"].strip() for m in messages if m["role"] == "assistant"):
         raise Empty("every assistant message is empty")

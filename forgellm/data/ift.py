@@ -140,8 +140,9 @@ class Encoding:
     fallbacks: int = 0
 
 
-def encode_examples(examples: list[Example], cfg: TrainConfig, info: TokenizerInfo, template: str,
-                    problems: Problems) -> Encoding:  # fmt: skip
+def encode_examples(
+    examples: list[Example], cfg: TrainConfig, info: TokenizerInfo, template: str, problems: Problems
+) -> Encoding:
     """Render, tokenize and mask every example (in batches, for the fast tokenizer); apply `overlong`."""
     enc = Encoding()
     for start in range(0, len(examples), ENCODE_BATCH):
@@ -160,11 +161,12 @@ def _encode_plain(chunk: list[Example], info: TokenizerInfo) -> dict[int, tuple[
         return {}
     flat, lengths = info.encode_documents([chunk[i].text for i in plain])
     pieces = np.split(flat, lengths.cumsum()[:-1])
-    return {i: (ids, np.ones(len(ids), dtype=np.uint8)) for i, ids in zip(plain, pieces)}
+    return {i: (ids, np.ones(len(ids), dtype=np.uint8)) for i, ids in zip(plain, pieces, strict=True)}
 
 
-def _encode_chats(chunk: list[Example], cfg: TrainConfig, info: TokenizerInfo, template: str, enc: Encoding,
-                  problems: Problems) -> dict[int, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+def _encode_chats(
+    chunk: list[Example], cfg: TrainConfig, info: TokenizerInfo, template: str, enc: Encoding, problems: Problems
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Chat examples: render with the template, find assistant spans, tokenize with offsets, mask."""
     rendered: dict[int, tuple[str, list[tuple[int, int]]]] = {}
     for i, example in enumerate(chunk):
@@ -184,7 +186,7 @@ def _encode_chats(chunk: list[Example], cfg: TrainConfig, info: TokenizerInfo, t
     encodings = info.encode_with_offsets([text for text, _ in rendered.values()])
     return {
         i: (np.asarray(ids, dtype=np.int32), _mask(offsets, spans, cfg.mask_prompt))
-        for (i, (_, spans)), (ids, offsets) in zip(rendered.items(), encodings)
+        for (i, (_, spans)), (ids, offsets) in zip(rendered.items(), encodings, strict=True)
     }
 
 
@@ -199,14 +201,17 @@ def _mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]], mask_pro
     return mask.astype(np.uint8)
 
 
-def _keep(example: Example, ids: np.ndarray, mask: np.ndarray, cfg: TrainConfig, enc: Encoding,
-          problems: Problems) -> None:  # fmt: skip
+def _keep(
+    example: Example, ids: np.ndarray, mask: np.ndarray, cfg: TrainConfig, enc: Encoding, problems: Problems
+) -> None:
     width = cfg.max_seq_length + 1
     if len(ids) > width:
         if cfg.overlong == "drop":
             enc.dropped["overlong"] += 1
             what = f"example has {len(ids)} tokens, more than max_seq_length + 1 = {width}"
-            problems.add(example.file, what, "raise max_seq_length, shorten it, or set overlong: truncate", example.line)
+            problems.add(
+                example.file, what, "raise max_seq_length, shorten it, or set overlong: truncate", example.line
+            )
             return
         ids, mask = ids[:width], mask[:width]
         enc.truncated += 1
@@ -251,8 +256,9 @@ def save_split(out: Path, name: str, packed: Packed) -> None:
     np.save(out / f"{name}_lengths.npy", packed.lengths)
 
 
-def build(cfg: TrainConfig, info: TokenizerInfo, problems: Problems, out: Path,
-          paths: list[Path]) -> tuple[dict[str, Any], str]:  # fmt: skip
+def build(
+    cfg: TrainConfig, info: TokenizerInfo, problems: Problems, out: Path, paths: list[Path]
+) -> tuple[dict[str, Any], str]:
     """Prepare IFT data from the discovered `paths` into `out`; returns (report parts, chat template used)."""
     files = [sniff(p, "ift") for p in paths]
     reading = read_examples(files, problems)
@@ -267,13 +273,30 @@ def build(cfg: TrainConfig, info: TokenizerInfo, problems: Problems, out: Path,
     lengths = np.array([len(k.ids) for k in enc.kept], dtype=np.int64)
     parts = {
         "files": [f.as_dict() for f in files],
-        "examples": {"read": reading.read, "kept": len(enc.kept), "train": len(train), "val": len(val),
-                     "truncated": enc.truncated, "dropped": dropped},  # fmt: skip
-        "tokens": {"examples": int(lengths.sum()), "train": sum(len(k.ids) for k in train),
-                   "val": sum(len(k.ids) for k in val)},  # fmt: skip
-        "splits": {name: _split_report(p, len(part)) for (name, p), part in zip(packs.items(), (train, val))},
-        "ift": {"formats": reading.formats, "chat_template_source": source, "chat_template": template,
-                "mask_prompt": cfg.mask_prompt, "overlong": cfg.overlong, "template_fallbacks": enc.fallbacks},  # fmt: skip
+        "examples": {
+            "read": reading.read,
+            "kept": len(enc.kept),
+            "train": len(train),
+            "val": len(val),
+            "truncated": enc.truncated,
+            "dropped": dropped,
+        },
+        "tokens": {
+            "examples": int(lengths.sum()),
+            "train": sum(len(k.ids) for k in train),
+            "val": sum(len(k.ids) for k in val),
+        },
+        "splits": {
+            name: _split_report(p, len(part)) for (name, p), part in zip(packs.items(), (train, val), strict=True)
+        },
+        "ift": {
+            "formats": reading.formats,
+            "chat_template_source": source,
+            "chat_template": template,
+            "mask_prompt": cfg.mask_prompt,
+            "overlong": cfg.overlong,
+            "template_fallbacks": enc.fallbacks,
+        },
         "lengths": histogram(lengths, "tokens per example"),
     }
     return parts, template

@@ -23,20 +23,91 @@ from .records import Document, FileEntry, Problems
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".rst", ".org", ".adoc", ".tex"}
 CODE_SUFFIXES = {
-    ".py", ".pyi", ".js", ".mjs", ".cjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".kts", ".scala", ".c", ".h",
-    ".cc", ".cpp", ".cxx", ".hpp", ".hh", ".cs", ".go", ".rs", ".rb", ".php", ".swift", ".m", ".mm", ".r",
-    ".jl", ".lua", ".pl", ".pm", ".sh", ".bash", ".zsh", ".fish", ".ps1", ".sql", ".css", ".scss", ".sass",
-    ".less", ".vue", ".svelte", ".dart", ".ex", ".exs", ".erl", ".hs", ".ml", ".clj", ".el", ".vim", ".yaml",
-    ".yml", ".toml", ".ini", ".cfg", ".conf", ".xml", ".proto", ".graphql", ".cmake", ".gradle", ".zig",
-    ".nim", ".f90", ".asm", ".s", ".bat", ".tf",
-}  # fmt: skip
+    ".py",
+    ".pyi",
+    ".js",
+    ".mjs",
+    ".cjs",
+    ".ts",
+    ".tsx",
+    ".jsx",
+    ".java",
+    ".kt",
+    ".kts",
+    ".scala",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".cxx",
+    ".hpp",
+    ".hh",
+    ".cs",
+    ".go",
+    ".rs",
+    ".rb",
+    ".php",
+    ".swift",
+    ".m",
+    ".mm",
+    ".r",
+    ".jl",
+    ".lua",
+    ".pl",
+    ".pm",
+    ".sh",
+    ".bash",
+    ".zsh",
+    ".fish",
+    ".ps1",
+    ".sql",
+    ".css",
+    ".scss",
+    ".sass",
+    ".less",
+    ".vue",
+    ".svelte",
+    ".dart",
+    ".ex",
+    ".exs",
+    ".erl",
+    ".hs",
+    ".ml",
+    ".clj",
+    ".el",
+    ".vim",
+    ".yaml",
+    ".yml",
+    ".toml",
+    ".ini",
+    ".cfg",
+    ".conf",
+    ".xml",
+    ".proto",
+    ".graphql",
+    ".cmake",
+    ".gradle",
+    ".zig",
+    ".nim",
+    ".f90",
+    ".asm",
+    ".s",
+    ".bat",
+    ".tf",
+}
 KIND_BY_SUFFIX = {
     **{s: "text" for s in TEXT_SUFFIXES | CODE_SUFFIXES},
-    ".html": "html", ".htm": "html", ".xhtml": "html",
-    ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
-    ".csv": "csv", ".tsv": "csv",
-    ".pdf": "pdf", ".docx": "docx",
-}  # fmt: skip
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".pdf": "pdf",
+    ".docx": "docx",
+}
 # Kinds an instruction-tuning run reads (records with fields, not running text).
 IFT_KINDS = {"jsonl", "json"}
 # Optional readers: the package to import and the pip line to show when it is missing.
@@ -44,9 +115,12 @@ OPTIONAL = {"pdf": ("pypdf", "pip install pypdf"), "docx": ("docx", "pip install
 SNIFF_BYTES = 8192
 
 _BOMS = [
-    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
-]  # fmt: skip
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+]
 
 
 class Skip(Exception):
@@ -89,9 +163,7 @@ def discover(paths: list[Path], key: str = "data") -> list[Path]:
             for path in sorted(p for p in files if not _hidden(p.relative_to(root))):
                 found.setdefault(path.resolve(), path)
         else:
-            raise ForgeError(
-                "data path does not exist", f"{key}: {root}", "point it at a folder or file of documents"
-            )
+            raise ForgeError("data path does not exist", f"{key}: {root}", "point it at a folder or file of documents")
     return list(found.values())
 
 
@@ -211,7 +283,9 @@ def _decode_detected(data: bytes) -> tuple[str, str]:
     return data.decode("latin-1"), "latin-1"  # decodes any bytes; the report says it was a guess
 
 
-_WESTERN_PUNCTUATION = set("\u201c\u201d\u2018\u2019\u2013\u2014\u2026\u20ac\xa3\xa9\xae\xb0\xa7\xab\xbb\xb7\xd7\xf7\xbf\xa1\xa0")
+_WESTERN_PUNCTUATION = set(
+    "\u201c\u201d\u2018\u2019\u2013\u2014\u2026\u20ac\xa3\xa9\xae\xb0\xa7\xab\xbb\xb7\xd7\xf7\xbf\xa1\xa0"
+)
 
 
 def _plausible_western(text: str) -> bool:
@@ -317,7 +391,7 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, BadLine(f"not valid JSON ({e.msg} at column {e.colno})", _JSON_FIX)
 
 
-_JSON_FIX = "make each line one complete JSON object, e.g. {\"text\": \"...\"}"
+_JSON_FIX = 'make each line one complete JSON object, e.g. {"text": "..."}'
 
 
 def load_json_items(path: Path, entry: FileEntry) -> list[tuple[int, Any]]:

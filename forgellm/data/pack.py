@@ -113,7 +113,7 @@ def write_windows(path: Path, segs: Segments, token_files: list[Path], seq_len: 
     writer = WindowWriter(path, segs.total, seq_len)
     fds = [os.open(p, os.O_RDONLY) for p in token_files]
     try:
-        for src, start, length in zip(segs.source.tolist(), segs.start.tolist(), segs.length.tolist()):
+        for src, start, length in zip(segs.source.tolist(), segs.start.tolist(), segs.length.tolist(), strict=True):
             if writer.written >= writer.rows:
                 break
             data = os.pread(fds[src], length * 4, start * 4)

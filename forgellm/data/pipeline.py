@@ -48,11 +48,17 @@ def prepare(cfg: TrainConfig, tokenizer: Any, cache_dir: Path | None = None) -> 
         raise
     except OSError as e:
         where = e.filename or "data cache"
-        raise ForgeError(f"cannot read or write data files ({e.strerror or e})", str(where),
-                         "check the path is readable, the cache folder writable and the disk not full") from e  # fmt: skip
+        raise ForgeError(
+            f"cannot read or write data files ({e.strerror or e})",
+            str(where),
+            "check the path is readable, the cache folder writable and the disk not full",
+        ) from e
     except Exception as e:
-        raise ForgeError(f"unexpected {type(e).__name__} while preparing data: {e}", f"data: {cfg.data}",
-                         "this is a ForgeLLM bug; please report it with the config and the traceback") from e  # fmt: skip
+        raise ForgeError(
+            f"unexpected {type(e).__name__} while preparing data: {e}",
+            f"data: {cfg.data}",
+            "this is a ForgeLLM bug; please report it with the config and the traceback",
+        ) from e
 
 
 def _inputs(cfg: TrainConfig, root: Path) -> dict[str, list[Path]]:
@@ -74,7 +80,7 @@ def _prepare(cfg: TrainConfig, tokenizer: Any, root: Path) -> PreparedData:
     if cached is not None:
         cached.report["cache"] = {"key": key, "hit": True, "path": str(folder)}
         return cached
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, replace_marker="report.json") as tmp:
         work = tmp / "work"
         work.mkdir()
         problems = Problems()
@@ -93,8 +99,14 @@ def _prepare(cfg: TrainConfig, tokenizer: Any, root: Path) -> PreparedData:
     return prepared
 
 
-def _assemble(cfg: TrainConfig, info: TokenizerInfo, parts: dict[str, Any], problems: Problems,
-              files: dict[str, list[Path]], seconds: float) -> dict[str, Any]:  # fmt: skip
+def _assemble(
+    cfg: TrainConfig,
+    info: TokenizerInfo,
+    parts: dict[str, Any],
+    problems: Problems,
+    files: dict[str, list[Path]],
+    seconds: float,
+) -> dict[str, Any]:
     size = sum(f["size"] for f in [*parts["files"], *parts.get("general_files", [])] if f["status"] == "read")
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -102,9 +114,15 @@ def _assemble(cfg: TrainConfig, info: TokenizerInfo, parts: dict[str, Any], prob
         "data": display(cfg.data),
         "max_seq_length": cfg.max_seq_length,
         "seed": cfg.seed,
-        "tokenizer": {"name": info.name, "fingerprint": info.fingerprint, "eos_id": info.eos_id,
-                      "pad_id": info.pad_id, "vocab_size": info.backend.get_vocab_size(),
-                      "cuts": info.cuts, "inexact_cuts": info.inexact_cuts},  # fmt: skip
+        "tokenizer": {
+            "name": info.name,
+            "fingerprint": info.fingerprint,
+            "eos_id": info.eos_id,
+            "pad_id": info.pad_id,
+            "vocab_size": info.backend.get_vocab_size(),
+            "cuts": info.cuts,
+            "inexact_cuts": info.inexact_cuts,
+        },
         "general_files": [],
         "documents": None,
         "examples": None,
@@ -132,25 +150,34 @@ def _notes(report: dict[str, Any]) -> list[str]:
     notes = []
     m = report.get("mixture")
     if m and m.get("general_repeats", 0) > 1:
-        notes.append(f"the general corpus ({m['general_tokens_available']:,} tokens) is smaller than the "
-                     f"{m['general_tokens_used']:,} needed for ratio {m['ratio_requested']}: it is repeated "
-                     f"{m['general_repeats']}x; point mixture.general at more text to avoid repetition")  # fmt: skip
+        notes.append(
+            f"the general corpus ({m['general_tokens_available']:,} tokens) is smaller than the "
+            f"{m['general_tokens_used']:,} needed for ratio {m['ratio_requested']}: it is repeated "
+            f"{m['general_repeats']}x; point mixture.general at more text to avoid repetition"
+        )
     guessed = [f["path"] for f in report["files"] if f.get("encoding") not in (None, "utf-8", "utf-8-sig")]
     if guessed:
-        notes.append(f"{len(guessed)} file(s) are not UTF-8 and were decoded with a detected encoding: "
-                     f"{', '.join(guessed[:5])}")  # fmt: skip
+        notes.append(
+            f"{len(guessed)} file(s) are not UTF-8 and were decoded with a detected encoding: {', '.join(guessed[:5])}"
+        )
     cuts = report["tokenizer"]
     if cuts["inexact_cuts"]:
-        notes.append(f"{cuts['inexact_cuts']} of {cuts['cuts']} cuts of long texts into pieces changed the tokens "
-                     "at the cut (no line or word boundary nearby where this tokenizer splits the same way): "
-                     "texts without spaces or line breaks, or a tokenizer that marks the start of each input")  # fmt: skip
+        notes.append(
+            f"{cuts['inexact_cuts']} of {cuts['cuts']} cuts of long texts into pieces changed the tokens "
+            "at the cut (no line or word boundary nearby where this tokenizer splits the same way): "
+            "texts without spaces or line breaks, or a tokenizer that marks the start of each input"
+        )
     ift_info = report.get("ift") or {}
     if ift_info.get("chat_template_source") == "default":
-        notes.append("the tokenizer has no chat template: ForgeLLM's default template was used and is stored "
-                     "with the run so chat and publishing use the same one")  # fmt: skip
+        notes.append(
+            "the tokenizer has no chat template: ForgeLLM's default template was used and is stored "
+            "with the run so chat and publishing use the same one"
+        )
     if ift_info.get("template_fallbacks"):
-        notes.append(f"{ift_info['template_fallbacks']} conversation(s) were masked by searching for the "
-                     "assistant text (the template's renderings are not prefixes of each other)")  # fmt: skip
+        notes.append(
+            f"{ift_info['template_fallbacks']} conversation(s) were masked by searching for the "
+            "assistant text (the template's renderings are not prefixes of each other)"
+        )
     return notes
 
 
@@ -158,8 +185,9 @@ def _notes(report: dict[str, Any]) -> list[str]:
 # What the model sees
 
 
-def render_example(cfg: TrainConfig, tokenizer: Any, index: int, split: str = "train",
-                   prepared: PreparedData | None = None) -> dict[str, Any]:  # fmt: skip
+def render_example(
+    cfg: TrainConfig, tokenizer: Any, index: int, split: str = "train", prepared: PreparedData | None = None
+) -> dict[str, Any]:
     """One row exactly as the model sees it, decoded, with trained and untrained parts told apart.
 
     Args:
@@ -182,8 +210,11 @@ def render_example(cfg: TrainConfig, tokenizer: Any, index: int, split: str = "t
     prepared = prepared or prepare(cfg, tokenizer)
     part = getattr(prepared, split)
     if not 0 <= index < part.rows:
-        raise ForgeError(f"row {index} does not exist: the {split} split has {part.rows} rows", "render_example",
-                         f"pick an index from 0 to {part.rows - 1}")  # fmt: skip
+        raise ForgeError(
+            f"row {index} does not exist: the {split} split has {part.rows} rows",
+            "render_example",
+            f"pick an index from 0 to {part.rows - 1}",
+        )
     kinds = _kinds(part, index)
     hf = hf_tokenizer(tokenizer)
     row = part.tokens[index]
@@ -238,18 +269,22 @@ def data_command(cfg: TrainConfig, as_json: bool = False, tokenizer: Any = None)
 def load_tokenizer(cfg: TrainConfig) -> Any:
     """Load only the tokenizer of `cfg.model` (no weights), for data preparation on its own.
 
+    The model folder is found exactly as training finds it (`models.registry.resolve_model`: a
+    built-in model is built on first use, a Hub id is downloaded).
+
     Raises:
-        ForgeError: when no local folder or cached Hub tokenizer matches `cfg.model`.
+        ForgeError: when the model cannot be found or its tokenizer cannot be loaded.
     """
     from transformers import AutoTokenizer
 
-    candidates = [paths.models_dir() / cfg.model, paths.PROJECT_ROOT / cfg.model, Path(cfg.model).expanduser()]
-    source = next((str(c) for c in candidates if (c / "tokenizer.json").is_file() or (c / "tokenizer_config.json").is_file()), cfg.model)
+    from ..models.registry import resolve_model
+
+    folder = resolve_model(cfg.model)
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=cfg.trust_remote_code)
     except Exception as e:  # noqa: BLE001 - transformers raises OSError, ValueError, HF hub errors...
         raise ForgeError(
             f"cannot load the tokenizer of model {cfg.model!r} ({type(e).__name__}: {e})",
-            "model",
-            "build or download the model first (e.g. `python -m forgellm tiny` for the tiny model)",
+            str(folder),
+            "check that the model folder has tokenizer.json or tokenizer_config.json",
         ) from e

@@ -126,7 +126,11 @@ class Problems:
             if count > self.per_file_cap:
                 more = count - self.per_file_cap
                 out.append(
-                    {"file": file, "line": None, "what": f"... and {more} more problem(s) in this file",
-                     "fix": "fix the lines above first; the rest are likely the same mistake"}
+                    {
+                        "file": file,
+                        "line": None,
+                        "what": f"... and {more} more problem(s) in this file",
+                        "fix": "fix the lines above first; the rest are likely the same mistake",
+                    }
                 )
         return out

@@ -6,6 +6,7 @@ The report is plain JSON-serialisable data (the trainer writes it as data_report
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,31 @@ from ..paths import PROJECT_ROOT
 SCHEMA_VERSION = 1
 HIST_BINS = 20
 REPORT_KEYS = (
-    "schema_version", "train_type", "data", "max_seq_length", "seed", "tokenizer", "files", "general_files",
-    "files_summary", "general_files_summary", "problems", "problems_total", "notes", "documents", "examples", "tokens", "splits",
-    "yield", "mixture", "ift", "lengths", "cache", "seconds", "mb_per_s",
-)  # fmt: skip
+    "schema_version",
+    "train_type",
+    "data",
+    "max_seq_length",
+    "seed",
+    "tokenizer",
+    "files",
+    "general_files",
+    "files_summary",
+    "general_files_summary",
+    "problems",
+    "problems_total",
+    "notes",
+    "documents",
+    "examples",
+    "tokens",
+    "splits",
+    "yield",
+    "mixture",
+    "ift",
+    "lengths",
+    "cache",
+    "seconds",
+    "mb_per_s",
+)
 
 
 def display(value: Any) -> str:
@@ -67,8 +89,12 @@ def files_summary(files: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts of files read and skipped, and how many were skipped for each reason."""
     skipped = [f for f in files if f["status"] != "read"]
     reasons = Counter(_reason_class(f["reason"]) for f in skipped)
-    return {"found": len(files), "read": len(files) - len(skipped), "skipped": len(skipped),
-            "skipped_by_reason": dict(sorted(reasons.items()))}  # fmt: skip
+    return {
+        "found": len(files),
+        "read": len(files) - len(skipped),
+        "skipped": len(skipped),
+        "skipped_by_reason": dict(sorted(reasons.items())),
+    }
 
 
 def _reason_class(reason: str | None) -> str:
@@ -175,7 +201,8 @@ def _mixture(r: dict[str, Any]) -> list[str]:
         return []
     out = [
         f"Mixture: domain share of training tokens {m['ratio_achieved']:.2%} (requested {m['ratio_requested']:.2%})",
-        f"  general corpus {m['general']}: {_n(m['general_tokens_used'])} of {_n(m['general_tokens_available'])} tokens used",
+        f"  general corpus {m['general']}: "
+        f"{_n(m['general_tokens_used'])} of {_n(m['general_tokens_available'])} tokens used",
     ]
     if m.get("general_repeats", 0) > 1:
         out.append(f"  the general corpus is too small and is repeated {m['general_repeats']}x")
@@ -197,9 +224,9 @@ def _lengths(r: dict[str, Any]) -> list[str]:
         return []
     out = [f"Lengths ({h['unit']}): min {h['min']}, median {h['median']:g}, p90 {h['p90']:g}, max {h['max']}"]
     peak = max(h["counts"]) or 1
-    for lo, hi, c in zip(h["edges"], h["edges"][1:], h["counts"]):
+    for (lo, hi), c in zip(itertools.pairwise(h["edges"]), h["counts"], strict=True):
         if c:  # empty bins are in the data for plotting; in text they only add lines
-                out.append(f"  {lo:>8}-{hi - 1:<8} {'#' * max(1, round(30 * c / peak)):<30} {c}")
+            out.append(f"  {lo:>8}-{hi - 1:<8} {'#' * max(1, round(30 * c / peak)):<30} {c}")
     return out
 
 

@@ -61,7 +61,7 @@ class TokenizerInfo:
         pieces, owner = self._split_pieces(texts)
         encodings = self.backend.encode_batch_fast(pieces, add_special_tokens=False)
         per_doc: list[list[list[int]]] = [[] for _ in texts]
-        for doc, enc in zip(owner, encodings):
+        for doc, enc in zip(owner, encodings, strict=True):
             per_doc[doc].append(enc.ids)
         tail = self.suffix if self.suffix[-1:] == [self.eos_id] else [*self.suffix, self.eos_id]
         lengths = np.array([len(self.prefix) + sum(map(len, p)) + len(tail) for p in per_doc], dtype=np.int64)
@@ -76,14 +76,17 @@ class TokenizerInfo:
 
     def _split_pieces(self, texts: list[str]) -> tuple[list[str], list[int]]:
         """Texts cut into pieces of about PIECE_CHARS whose token ids, joined, equal the whole text's."""
-        options = {i: _cut_options(t, self.piece_chars, self.cut_before_break)
-                   for i, t in enumerate(texts) if len(t) > self.piece_chars}  # fmt: skip
+        options = {
+            i: _cut_options(t, self.piece_chars, self.cut_before_break)
+            for i, t in enumerate(texts)
+            if len(t) > self.piece_chars
+        }
         chosen = self._choose(texts, options)
         pieces: list[str] = []
         owner: list[int] = []
         for index, text in enumerate(texts):
             bounds = [0, *chosen.get(index, []), len(text)]
-            pieces += [text[a:b] for a, b in zip(bounds, bounds[1:])]
+            pieces += [text[a:b] for a, b in itertools.pairwise(bounds)]
             owner += [index] * (len(bounds) - 1)
         return pieces, owner
 
@@ -98,7 +101,7 @@ class TokenizerInfo:
         first = _exact(self.backend, texts, [(index, places[0]) for index, places in cuts])
         retry = [(k, c) for k, ok in enumerate(first) if not ok for c in cuts[k][1][1:]]
         fixed: dict[int, int] = {}
-        for (k, c), ok in zip(retry, _exact(self.backend, texts, [(cuts[k][0], c) for k, c in retry])):
+        for (k, c), ok in zip(retry, _exact(self.backend, texts, [(cuts[k][0], c) for k, c in retry]), strict=True):
             if ok:
                 fixed.setdefault(k, c)
         for k, c in fixed.items():
@@ -106,7 +109,7 @@ class TokenizerInfo:
         self.cuts += len(cuts)
         self.inexact_cuts += first.count(False) - len(fixed)
         per_text: dict[int, list[int]] = {index: [] for index in options}
-        for (index, _), c in zip(cuts, chosen):
+        for (index, _), c in zip(cuts, chosen, strict=True):
             per_text[index].append(c)
         return per_text
 
@@ -190,15 +193,17 @@ def tokenizer_info(tokenizer: Any) -> TokenizerInfo:
     name = str(getattr(hf, "name_or_path", "") or type(hf).__name__)
     if original is None or not hasattr(original, "to_str"):
         raise ForgeError(
-            f"tokenizer {name!r} is not a fast (Rust) tokenizer", "model",
+            f"tokenizer {name!r} is not a fast (Rust) tokenizer",
+            "model",
             "use a model that ships tokenizer.json (every mlx-lm / Hugging Face chat model does)",
-        )  # fmt: skip
+        )
     eos_id = getattr(hf, "eos_token_id", None)
     if eos_id is None:
         raise ForgeError(
-            f"tokenizer {name!r} has no end-of-sequence token", "model",
+            f"tokenizer {name!r} has no end-of-sequence token",
+            "model",
             "set eos_token in the model's tokenizer_config.json; documents are separated by it",
-        )  # fmt: skip
+        )
     serialized = original.to_str()
     backend = type(original).from_str(serialized)
     backend.no_truncation()

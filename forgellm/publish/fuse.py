@@ -10,22 +10,9 @@ import json
 from pathlib import Path
 
 from .. import runs
-from ..atomic import atomic_folder
-from ..errors import ForgeError
-from ..models.registry import resolve_model
+from ..atomic import atomic_folder, require_replaceable
 
-PROVENANCE_FILE = "forgellm_fuse.json"
-
-
-def base_model_of(checkpoint: Path) -> Path:
-    """The base model a checkpoint was trained on: its recorded folder, else its recorded name."""
-    config = json.loads((checkpoint / runs.ADAPTER_CONFIG_FILE).read_text())
-    recorded = Path(config.get("model", ""))
-    if recorded.is_dir():
-        return recorded
-    if config.get("base_model"):
-        return resolve_model(config["base_model"])
-    raise ForgeError("the checkpoint does not say which base model it belongs to", str(checkpoint), "retrain or fuse with mlx_lm fuse --model")
+PROVENANCE_FILE = "forgellm_fuse.json"  # which run and checkpoint a fused folder came from
 
 
 def fuse_run(run_or_checkpoint: Path, out: Path, checkpoint: str = "best", dequantize: bool = False) -> Path:
@@ -35,12 +22,16 @@ def fuse_run(run_or_checkpoint: Path, out: Path, checkpoint: str = "best", dequa
 
     ckpt = runs.adapter_dir(Path(run_or_checkpoint), checkpoint).resolve()
     out = Path(out).resolve()
+    # Checked before the (slow) load: only an earlier fuse output may be replaced, never a user's folder.
+    require_replaceable(out, PROVENANCE_FILE, "choose a new output folder (an earlier fuse output may be reused)")
     provenance = {"checkpoint": str(ckpt), "trainer_state": _read_state(ckpt), "dequantize": dequantize}
     if _already_fused(out, provenance):
         return out
-    base = base_model_of(ckpt)
+    base = runs.base_model_of(ckpt)
     model, tokenizer, config = load(str(base), adapter_path=str(ckpt), return_config=True)
-    fused = [(name, module.fuse(dequantize=dequantize)) for name, module in model.named_modules() if hasattr(module, "fuse")]
+    fused = [
+        (name, module.fuse(dequantize=dequantize)) for name, module in model.named_modules() if hasattr(module, "fuse")
+    ]
     if fused:
         model.update_modules(tree_unflatten(fused))
     if dequantize:
@@ -50,7 +41,7 @@ def fuse_run(run_or_checkpoint: Path, out: Path, checkpoint: str = "best", dequa
     template = runs.run_chat_template(ckpt)
     if template:
         tokenizer._tokenizer.chat_template = template
-    with atomic_folder(out) as tmp:
+    with atomic_folder(out, replace_marker=PROVENANCE_FILE) as tmp:
         save(tmp, str(base), model, tokenizer, config, donate_model=False)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
     return out

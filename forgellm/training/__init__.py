@@ -1,5 +1,5 @@
-"""What runs inside the trainer subprocess: `run_training` drives one run folder from start to end."""
+"""What runs inside the trainer subprocess: `train_run` drives one run folder from start to end."""
 
-from .session import run_training, start_run_dir
+from .session import train_run
 
-__all__ = ["run_training", "start_run_dir"]
+__all__ = ["train_run"]

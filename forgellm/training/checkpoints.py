@@ -19,10 +19,16 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..atomic import atomic_folder
 from ..errors import ForgeError
-from ..runs import CHECKPOINTS, TRAINER_STATE_FILE, checkpoint_steps
+from ..runs import (
+    OPTIMIZER_FILE,
+    TRAINER_STATE_FILE,
+    best_link,
+    best_step,
+    checkpoint_dir,
+    checkpoint_steps,
+    checkpoints_dir,
+)
 from .model_setup import load_adapter_weights, save_adapter
-
-OPTIMIZER_FILE = "optimizer.safetensors"
 
 
 def save(
@@ -34,9 +40,9 @@ def save(
     trainer_state: dict[str, Any],
 ) -> Path:
     """Write checkpoint `step` atomically; `trainer_state.json` goes in last as the completeness mark."""
-    final = Path(run_dir) / CHECKPOINTS / str(step)
+    final = checkpoint_dir(run_dir, step)
     try:
-        with atomic_folder(final) as tmp:
+        with atomic_folder(final, replace_marker=TRAINER_STATE_FILE) as tmp:
             save_adapter(model, tmp, adapter_config)
             mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(optimizer.state)))
             (tmp / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
@@ -77,24 +83,16 @@ def load(folder: Path, model: nn.Module, optimizer: optim.Optimizer) -> dict[str
 
 def set_best(run_dir: Path, step: int) -> None:
     """Point `checkpoints/best` at `step` (relative symlink, replaced atomically)."""
-    root = Path(run_dir) / CHECKPOINTS
-    tmp = root / f".best.{os.getpid()}"
+    link = best_link(run_dir)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(str(step))
-    os.replace(tmp, root / "best")
-
-
-def best_step(run_dir: Path) -> int | None:
-    link = Path(run_dir) / CHECKPOINTS / "best"
-    if link.is_symlink():
-        target = os.readlink(link)
-        return int(target) if target.isdigit() else None
-    return None
+    os.replace(tmp, link)
 
 
 def prune(run_dir: Path, keep_last: int) -> None:
     """Delete checkpoints beyond the last `keep_last`, never the best one; also stale temp folders."""
-    root = Path(run_dir) / CHECKPOINTS
+    root = checkpoints_dir(run_dir)
     steps = checkpoint_steps(run_dir)
     protected = set(steps[-keep_last:]) | {best_step(run_dir)}
     for step in steps:

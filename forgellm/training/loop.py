@@ -130,7 +130,7 @@ class Trainer:
         if self.is_main:
             write_json(self.run_dir / runs.DATA_REPORT_FILE, prepared.report)
             if prepared.chat_template:
-                (self.run_dir / "chat_template.jinja").write_text(prepared.chat_template)
+                (self.run_dir / runs.CHAT_TEMPLATE_FILE).write_text(prepared.chat_template)
         self._check_batch_fits()
         make_trainable(self.model, cfg)
         if cfg.grad_checkpoint:
@@ -143,7 +143,9 @@ class Trainer:
         self.adapter_config = adapter_config(cfg, self.model_path)
         if self.is_main:
             checkpoints.require_free_space(self.run_dir, checkpoints.estimated_bytes(self.model, self.optimizer))
-        self.batches = BatchStream(len(self.train_split.tokens), cfg.batch_size, cfg.seed, self.world.rank(), self.world.size())
+        self.batches = BatchStream(
+            len(self.train_split.tokens), cfg.batch_size, cfg.seed, self.world.rank(), self.world.size()
+        )
         self.stopper = EarlyStopper(
             cfg.early_stopping.patience, cfg.early_stopping.min_delta, cfg.early_stopping.overfit_threshold
         )
@@ -178,7 +180,7 @@ class Trainer:
         if not steps:
             self.log("resume: no complete checkpoint yet; starting from step 0")
             return
-        folder = self.run_dir / runs.CHECKPOINTS / str(steps[-1])
+        folder = runs.checkpoint_dir(self.run_dir, steps[-1])
         state = checkpoints.load(folder, self.model, self.optimizer)
         self.step = state["step"]
         self.trained_tokens = state["trained_tokens"]
@@ -319,14 +321,15 @@ class Trainer:
             return None
         tic = time.perf_counter()
         val_loss = self.evaluate()
-        record = {"step": step, "split": "val", "loss": val_loss, "ppl": _ppl(val_loss)}
-        record["val_time_s"] = round(time.perf_counter() - tic, 3)
+        record = runs.ValRecord(step, val_loss, _ppl(val_loss), val_time_s=round(time.perf_counter() - tic, 3))
         self._metrics(record)
         self.log(f"step {step}/{self.total_steps} | val loss {val_loss:.4f} | ppl {_ppl(val_loss):.2f}")
         if step == 0:  # the baseline before training: logged, not a checkpoint candidate
             return None
         if not math.isfinite(val_loss):
-            raise ForgeError(f"validation loss became {val_loss} at step {step}", str(self.run_dir), "lower learning_rate")
+            raise ForgeError(
+                f"validation loss became {val_loss} at step {step}", str(self.run_dir), "lower learning_rate"
+            )
         verdict = self.stopper.update(step, val_loss)
         if verdict.is_best:
             self._save(is_best=True)
@@ -337,7 +340,7 @@ class Trainer:
         """Checkpoint this step (once, however many reasons ask), then apply retention."""
         if not self.is_main:
             return
-        if not (self.run_dir / runs.CHECKPOINTS / str(self.step) / runs.TRAINER_STATE_FILE).exists():
+        if not runs.is_complete_checkpoint(runs.checkpoint_dir(self.run_dir, self.step)):
             self._write_checkpoint()
         if is_best:
             checkpoints.set_best(self.run_dir, self.step)
@@ -363,28 +366,26 @@ class Trainer:
 
     def _report(self, loss: float, tokens_per_sec: float, grad_norm: float) -> None:
         lr = float(self.optimizer.learning_rate.item())
-        record = {
-            "step": self.step,
-            "split": "train",
-            "loss": loss,
-            "lr": lr,
-            "tokens_per_sec": round(tokens_per_sec, 1),
-            "trained_tokens": self.trained_tokens,
-            "peak_memory_gb": round(mx.get_peak_memory() / 1e9, 4),
-            "epoch": round(self.batches.epoch_progress(), 4),
-        }
-        if self.cfg.max_grad_norm is not None:
-            record["grad_norm"] = grad_norm
+        record = runs.TrainRecord(
+            step=self.step,
+            loss=loss,
+            lr=lr,
+            tokens_per_sec=round(tokens_per_sec, 1),
+            trained_tokens=self.trained_tokens,
+            peak_memory_gb=round(mx.get_peak_memory() / 1e9, 4),
+            epoch=round(self.batches.epoch_progress(), 4),
+            grad_norm=grad_norm if self.cfg.max_grad_norm is not None else None,
+        )
         self._metrics(record)
         elapsed = self.writer.elapsed()
         eta = elapsed / max(self.step, 1) * (self.total_steps - self.step)
-        self._status(step=self.step, epoch=record["epoch"], tokens_per_sec=record["tokens_per_sec"], eta_s=round(eta, 1))
+        self._status(step=self.step, epoch=record.epoch, tokens_per_sec=record.tokens_per_sec, eta_s=round(eta, 1))
         self.log(
             f"step {self.step}/{self.total_steps} | train loss {loss:.4f} | lr {lr:.2e} | "
-            f"{tokens_per_sec:,.0f} tok/s | peak {record['peak_memory_gb']:.2f} GB"
+            f"{tokens_per_sec:,.0f} tok/s | peak {record.peak_memory_gb:.2f} GB"
         )
 
-    def _metrics(self, record: dict[str, Any]) -> None:
+    def _metrics(self, record: runs.MetricRecord) -> None:
         if self.is_main:
             self.writer.log_metrics(record)
 
@@ -397,9 +398,14 @@ def _ppl(loss: float) -> float:
     return math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("inf")
 
 
-def fail(run_dir: Path, error: BaseException) -> None:
+def fail(writer: runs.RunWriter, error: BaseException) -> None:
     """Record a failure: one-line cause in status.json, the traceback in train.log (stderr)."""
     traceback.print_exception(error)
     message = error.message if isinstance(error, ForgeError) else f"{type(error).__name__}: {error}"
-    writer = runs.RunWriter(Path(run_dir), runs.read_status(run_dir))
-    writer.set_status(state="failed", error=message.splitlines()[0] if message else type(error).__name__, error_detail=message, ended_at=runs.now_iso(), pid=None)
+    writer.set_status(
+        state="failed",
+        error=message.splitlines()[0] if message else type(error).__name__,
+        error_detail=message,
+        ended_at=runs.now_iso(),
+        pid=None,
+    )

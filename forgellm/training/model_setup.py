@@ -22,7 +22,9 @@ def load_base(model_path: Path, trust_remote_code: bool = False) -> tuple[nn.Mod
     try:
         return load(str(model_path), tokenizer_config={"trust_remote_code": trust_remote_code})
     except (ValueError, KeyError, FileNotFoundError) as e:
-        raise ForgeError(f"could not load the model: {e}", str(model_path), "check that it is an mlx-lm/HF model folder") from e
+        raise ForgeError(
+            f"could not load the model: {e}", str(model_path), "check that it is an mlx-lm/HF model folder"
+        ) from e
 
 
 def is_quantized(model: nn.Module) -> bool:

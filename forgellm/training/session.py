@@ -1,35 +1,23 @@
-"""One trainer process: claim the run folder, tee output to train.log, train, record the outcome."""
+"""One trainer process on one run folder: claim it, tee output to train.log, train, record the outcome.
+
+The folder was made by `forgellm.launcher.create_run` (config.yaml inside); this module never
+creates run folders. With `hosts`/`hostfile` the first process only starts the ranks through
+`mlx.launch`, each running the same `python -m forgellm train` on the same folder.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TextIO
 
-from .. import runs
+from .. import launcher, procs, runs
 from ..atomic import write_text
 from ..config import TrainConfig, dump_yaml
 from ..errors import ForgeError
-from ..paths import PROJECT_ROOT, home
-from ..process import process_start_time
-
-
-def start_run_dir(cfg: TrainConfig) -> Path:
-    """The folder a new run writes to: `output_dir/run_name`; an existing run there is never overwritten."""
-    parent = Path(cfg.output_dir)
-    parent = parent if parent.is_absolute() else home() / parent
-    run_dir = parent / (cfg.run_name or runs.new_run_name(cfg.train_type, cfg.model))
-    claimed = runs.read_status(run_dir).get("pid")
-    ours = claimed == os.getpid() or is_distributed_rank()  # the app or mlx.launch prepared it for us
-    if (run_dir / runs.STATUS_FILE).exists() and not ours:
-        raise ForgeError(
-            "a run already exists in this folder",
-            str(run_dir),
-            f"continue it with `python -m forgellm train --resume {run_dir}` or choose another run_name",
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+from ..paths import PROJECT_ROOT
 
 
 class _Tee:
@@ -64,7 +52,7 @@ def _tee_output(run_dir: Path) -> None:
     log_path.touch()
     if _stdout_is(log_path):  # launched by the app with output redirected into train.log already
         return
-    log = open(log_path, "a", encoding="utf-8", buffering=1)
+    log = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - open for the process's life
     sys.stdout = _Tee(sys.stdout, log)
     sys.stderr = _Tee(sys.stderr, log)
 
@@ -79,68 +67,99 @@ def is_main_rank() -> bool:
 
 
 def launch_argv(cfg: TrainConfig, run_dir: Path, resume: bool) -> list[str]:
-    """mlx.launch command that starts one trainer per host entry, all writing to `run_dir` (rank 0 only)."""
-    launcher = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()"]
-    argv = [*launcher, "--backend", cfg.distributed_backend, "--python", sys.executable, "--cwd", str(PROJECT_ROOT)]
+    """mlx.launch command that starts one trainer per host entry, all on `run_dir` (rank 0 writes)."""
+    launcher_cmd = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()"]
+    argv = [*launcher_cmd, "--backend", cfg.distributed_backend, "--python", sys.executable, "--cwd", str(PROJECT_ROOT)]
     argv += ["--hostfile", cfg.hostfile] if cfg.hostfile else ["--hosts", ",".join(cfg.hosts or [])]
     for name in ("FORGELLM_HOME", "FORGELLM_BLAS", "FORGELLM_STOP_AT_STEP"):  # remote ranks see the same settings
         if name in os.environ:
             argv += ["--env", f"{name}={os.environ[name]}"]
-    child = ["-m", "forgellm", "train"]
-    if resume:
-        child += ["--resume", str(run_dir)]
-    else:
-        config_file = run_dir / runs.CONFIG_FILE
-        write_text(config_file, dump_yaml(cfg))
-        child += [str(config_file), "--set", f"output_dir={run_dir.parent}", "--set", f"run_name={run_dir.name}"]
+    child = launcher.trainer_argv(run_dir, resume)[1:]  # without the interpreter: mlx.launch adds --python
     return [*argv, "--", *child]
 
 
 def run_distributed(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> int:
     """Run the same training data-parallel on `cfg.hosts` through MLX's own launcher and wait for it."""
-    import subprocess
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.call(launch_argv(cfg, run_dir, resume), env=env)
+    launcher.require_not_running(run_dir)
+    return subprocess.call(launch_argv(cfg, run_dir, resume), env=launcher.trainer_env())
 
 
-def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> int:
-    """Train in this process; returns the exit code (0 for completed, early_stopped or stopped).
+def _check_fresh(run_dir: Path) -> None:
+    """A fresh start needs a folder nobody has trained in (resume is the way to continue one)."""
+    if (run_dir / runs.STATUS_FILE).exists() or runs.checkpoint_steps(run_dir):
+        raise ForgeError(
+            "this run folder has been trained before",
+            str(run_dir),
+            f"continue it with `python -m forgellm train --resume {run_dir}`",
+        )
 
-    With `hosts` or `hostfile` set, this process only launches the ranks (see `run_distributed`).
+
+def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> TrainConfig:
+    """The config a run folder was created with (plus `overrides`, e.g. more iters on resume)."""
+    from .. import config
+
+    path = run_dir / runs.CONFIG_FILE
+    if not path.is_file():
+        raise ForgeError("not a run folder (no config.yaml)", str(run_dir), "pass a folder under runs/")
+    return config.load(path, overrides)
+
+
+def train_run(run_dir: Path, resume: bool = False, overrides: list[str] | None = None) -> int:
+    """Train the run folder `run_dir` in this process (or start its ranks); returns the exit code.
+
+    0 for completed, early_stopped or stopped; 1 when the run failed. A folder another live trainer
+    holds is refused before anything is written.
     """
-    from ..models.registry import resolve_model
-    from .loop import Trainer, fail
-
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()
+    cfg = load_run_config(run_dir, overrides)
     if (cfg.hosts or cfg.hostfile) and not is_distributed_rank():
+        if overrides:
+            launcher.require_not_running(run_dir)
+            write_text(run_dir / runs.CONFIG_FILE, dump_yaml(cfg))
         return run_distributed(cfg, run_dir, resume)
     if not is_main_rank():  # other ranks train silently; rank 0 owns the run folder
-        trainer = Trainer(cfg, runs.RunWriter(run_dir, read_only=True), resolve_model(cfg.model), resume=resume)
-        trainer.setup()
-        return 0 if trainer.run() in runs.FINISHED_OK else 1
-    _tee_output(run_dir)
-    write_text(run_dir / runs.CONFIG_FILE, dump_yaml(cfg))
-    previous = runs.read_status(run_dir) if resume else {}
-    writer = runs.RunWriter(run_dir, previous)
+        return _train(cfg, runs.RunWriter(run_dir, read_only=True), resume)
+    lock = launcher.claim(run_dir)
+    try:
+        if not resume:
+            _check_fresh(run_dir)
+        if overrides:
+            write_text(run_dir / runs.CONFIG_FILE, dump_yaml(cfg))
+        _tee_output(run_dir)
+        return _train_main(cfg, run_dir, resume)
+    finally:
+        lock.release()
+
+
+def _train_main(cfg: TrainConfig, run_dir: Path, resume: bool) -> int:
+    from .loop import fail
+
+    status = runs.read_status(run_dir) if resume else runs.RunStatus()
+    writer = runs.RunWriter(run_dir, status)
     writer.set_status(
         state="running",
         pid=os.getpid(),
-        pid_start=process_start_time(os.getpid()),
-        step=previous.get("step", 0),
-        total_steps=previous.get("total_steps"),
-        started_at=previous.get("started_at") or runs.now_iso(),
+        pid_start=procs.process_start_time(os.getpid()),
+        started_at=status.started_at or runs.now_iso(),
         ended_at=None,
         error=None,
+        error_detail=None,
+        stop_reason=None,
         model=cfg.model,
         train_type=cfg.train_type,
         fine_tune_type=cfg.fine_tune_type,
     )
     try:
-        trainer = Trainer(cfg, writer, resolve_model(cfg.model), resume=resume)
-        trainer.setup()
-        state = trainer.run()
+        return _train(cfg, writer, resume)
     except (Exception, KeyboardInterrupt) as e:  # any failure is recorded in the run folder, then reported
-        fail(run_dir, e)
+        fail(writer, e)
         return 1
-    return 0 if state in runs.FINISHED_OK else 1
+
+
+def _train(cfg: TrainConfig, writer: runs.RunWriter, resume: bool) -> int:
+    from ..models.registry import resolve_model
+    from .loop import Trainer
+
+    trainer = Trainer(cfg, writer, resolve_model(cfg.model), resume=resume)
+    trainer.setup()
+    return 0 if trainer.run() in runs.FINISHED_OK else 1

@@ -1,7 +1,8 @@
 """The Gradio app: `build_app()` lays out one tab per module and wires the few links between them.
 
-Each tab module only connects widgets to library functions (`forgellm.appstate` holds the form logic,
-without Gradio). Building reads a few small files (configs, run and model lists) and loads no model.
+Each tab module only connects widgets to library functions (`forgellm.forms`, `forgellm.choices`,
+`forgellm.run_summary` hold the form, list and status logic, without Gradio). Building reads a few small
+files (configs, run and model lists) and loads no model.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from typing import Any
 
 import gradio as gr
 
-from .. import appstate, inference
-from .common import choices_update, show_error
+from .. import choices, inference
+from .common import choices_update, guarded
 
 _DEFAULTS = inference.GenerationSettings()
 
@@ -41,11 +41,19 @@ def build(demo: gr.Blocks) -> ChatTab:
     """Lay out the Chat tab and wire sending, streaming, stopping and clearing."""
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
-            model = gr.Dropdown(appstate.model_choices(appstate.DEFAULT_CHAT_MODEL), value=appstate.DEFAULT_CHAT_MODEL,
-                                label="base model", info="Built-in, a folder under models/, or a Hub id.",
-                                allow_custom_value=True)  # fmt: skip
-            adapter = gr.Dropdown(appstate.adapter_choices(), value=appstate.NO_ADAPTER, label="adapter",
-                                  info="A run with checkpoints; choosing one selects its base model.")  # fmt: skip
+            model = gr.Dropdown(
+                choices.model_choices(choices.DEFAULT_CHAT_MODEL),
+                value=choices.DEFAULT_CHAT_MODEL,
+                label="base model",
+                info="Built-in, a folder under models/, or a Hub id.",
+                allow_custom_value=True,
+            )
+            adapter = gr.Dropdown(
+                choices.adapter_choices(),
+                value=choices.NO_ADAPTER,
+                label="adapter",
+                info="A run with checkpoints; choosing one selects its base model.",
+            )
             checkpoint = gr.Dropdown([], value=None, label="checkpoint", info="best, latest or a step.")
             temperature = gr.Slider(0.0, 2.0, value=_DEFAULTS.temperature, step=0.05, label="temperature")
             top_p = gr.Slider(0.01, 1.0, value=_DEFAULTS.top_p, step=0.01, label="top-p")
@@ -76,55 +84,64 @@ def build(demo: gr.Blocks) -> ChatTab:
 def _refresh_lists(model: str, adapter: str) -> list[Any]:
     """Re-read models/ and runs/ when a page opens (new fused models and runs appear)."""
     return [
-        gr.update(choices=appstate.model_choices(model)),
-        choices_update(appstate.adapter_choices(), appstate.NO_ADAPTER, keep=adapter),
+        gr.update(choices=choices.model_choices(model)),
+        choices_update(choices.adapter_choices(), choices.NO_ADAPTER, keep=adapter),
     ]
 
 
+@guarded(lambda _error, *_inputs: [gr.update(choices=[], value=None), gr.skip()])
 def _adapter_changed(adapter: str, model: str) -> list[Any]:
     """Offer the adapter's checkpoints and switch the base model to the one the run trained on."""
-    if not adapter or adapter == appstate.NO_ADAPTER:
+    if not adapter or adapter == choices.NO_ADAPTER:
         return [gr.update(choices=[], value=None), gr.skip()]
-    try:
-        steps = appstate.checkpoint_choices(adapter)
-        base = appstate.run_base_model(adapter) or model
-    except Exception as e:  # noqa: BLE001 - shown as a message
-        show_error(e)
-        return [gr.update(choices=[], value=None), gr.skip()]
-    return [gr.update(choices=steps, value=steps[0] if steps else None), gr.update(choices=appstate.model_choices(base), value=base)]
+    steps = choices.checkpoint_choices(adapter)
+    base = choices.run_base_model(adapter) or model
+    return [
+        gr.update(choices=steps, value=steps[0] if steps else None),
+        gr.update(choices=choices.model_choices(base), value=base),
+    ]
 
 
+def _restore(error: str, message: str, history: list[dict[str, Any]], *_settings: Any) -> list[Any]:
+    """On a failure, the chat as it was before this turn and the message back in the box to resend."""
+    return [history, message, error]
+
+
+@guarded(_restore)
 def _respond(
-    message: str, history: list[dict[str, Any]], model: str, adapter: str, checkpoint: str | None,
-    temperature: float, top_p: float, max_tokens: float,
-) -> Iterator[list[Any]]:  # fmt: skip
-    """Stream the assistant's reply into the chat; errors leave the chat as it was and say why."""
+    message: str,
+    history: list[dict[str, Any]],
+    model: str,
+    adapter: str,
+    checkpoint: str | None,
+    temperature: float,
+    top_p: float,
+    max_tokens: float,
+) -> Iterator[list[Any]]:
+    """Stream the assistant's reply into the chat."""
     text = (message or "").strip()
     if not text:
         yield [gr.skip(), gr.skip(), gr.skip()]
         return
-    before = appstate.chat_messages(history or [])
-    turn = [*before, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+    turn = [
+        *inference.chat_messages(history or []),
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": ""},
+    ]
     yield [turn, "", "Loading the model (the first time can take a while)…"]
-    try:
-        adapter_dir = appstate.resolve_run(adapter) if adapter and adapter != appstate.NO_ADAPTER else None
-        loaded = inference.load_for_chat(appstate.check_model_choice(model), adapter_dir, checkpoint or "best")
-        prompt = loaded.chat_prompt(turn[:-1])
-    except Exception as e:  # noqa: BLE001 - e.g. an adapter that does not fit the base: a message, not a crash
-        yield [before, message, show_error(e)]  # give the message back so it can be resent
-        return
-    settings = inference.GenerationSettings(max_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p))
+    adapter_dir = choices.resolve_run(adapter) if adapter and adapter != choices.NO_ADAPTER else None
+    loaded = inference.load_for_chat(choices.check_model_choice(model), adapter_dir, checkpoint or "best")
+    prompt = loaded.chat_prompt(turn[:-1])
+    settings = inference.GenerationSettings(
+        max_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p)
+    )
     reply, last = "", None
-    try:
-        # closing(): when Stop cancels this generator, the stream closes too and frees the generation lock.
-        with contextlib.closing(inference.stream(loaded, prompt, settings)) as pieces:
-            for last in pieces:
-                reply += last.text
-                turn[-1] = {"role": "assistant", "content": reply}
-                yield [turn, "", "Generating…"]
-    except Exception as e:  # noqa: BLE001 - keep what was generated, say what went wrong
-        yield [turn, "", show_error(e)]
-        return
+    # closing(): when Stop cancels this generator, the stream closes too and frees the generation lock.
+    with contextlib.closing(inference.stream(loaded, prompt, settings)) as pieces:
+        for last in pieces:
+            reply += last.text
+            turn[-1] = {"role": "assistant", "content": reply}
+            yield [turn, "", "Generating…"]
     yield [turn, "", _speed(last)]
 
 

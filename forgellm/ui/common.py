@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -12,7 +15,9 @@ from ..errors import ForgeError
 log = logging.getLogger("forgellm.ui")
 
 CSS = """
-#forge-log textarea, #forge-report textarea { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
+#forge-log textarea, #forge-report textarea {
+  font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px;
+}
 """
 
 # Textbox(autoscroll=True) does not follow programmatic updates, so scroll the log to its end after
@@ -47,3 +52,35 @@ def choices_update(choices: list[Any], value: Any = None, keep: Any = None) -> d
     values = [c[1] if isinstance(c, tuple) else c for c in choices]
     chosen = keep if keep in values else value if value in values else None
     return gr.update(choices=choices, value=chosen)
+
+
+def guarded(on_error: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The one error handler of the app's event handlers.
+
+    Any exception a handler (or a generator handler, mid-stream) raises is shown to the user (toast
+    plus Markdown, unexpected ones logged with their traceback) and the handler's outputs become
+    `on_error(error_markdown, *inputs)`, so each handler only says what its outputs show on failure.
+    """
+
+    def wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isgeneratorfunction(handler):
+
+            @functools.wraps(handler)
+            def stream(*inputs: Any) -> Any:
+                try:
+                    yield from handler(*inputs)
+                except Exception as e:  # noqa: BLE001 - shown to the user, never swallowed
+                    yield on_error(show_error(e), *inputs)
+
+            return stream
+
+        @functools.wraps(handler)
+        def call(*inputs: Any) -> Any:
+            try:
+                return handler(*inputs)
+            except Exception as e:  # noqa: BLE001 - shown to the user, never swallowed
+                return on_error(show_error(e), *inputs)
+
+        return call
+
+    return wrap

@@ -14,9 +14,9 @@ from typing import Any
 
 import gradio as gr
 
-from .. import appstate, charts, paths
+from .. import charts, choices, forms, paths
 from ..errors import ForgeError
-from .common import show_error
+from .common import guarded
 from .training import TrainingTab
 
 _KIND_COLORS = {"trained": "#9be39b", "context (not trained)": "#d9d9d9", "padding": "#f3c6c6"}
@@ -43,9 +43,11 @@ class DatasetTab:
 
 def build(demo: gr.Blocks, training: TrainingTab) -> DatasetTab:
     """Lay out the Dataset tab; the report and sample read the Training tab's config and form."""
-    choices = appstate.dataset_choices()
+    sources = choices.dataset_choices()
     with gr.Row():
-        source = gr.Dropdown(choices, value=choices[0] if choices else None, label="folder or file under dataset/", scale=4)
+        source = gr.Dropdown(
+            sources, value=sources[0] if sources else None, label="folder or file under dataset/", scale=4
+        )
         scan = gr.Button("Scan", scale=1)
         use = gr.Button("Use in Training form", scale=1)
     summary = gr.Markdown()
@@ -62,20 +64,22 @@ def build(demo: gr.Blocks, training: TrainingTab) -> DatasetTab:
         show = gr.Button("Show row")
     sample_info = gr.Markdown()
     sample = gr.HighlightedText(label="row", color_map=_KIND_COLORS, show_legend=True, combine_adjacent=True)
-    tab = DatasetTab(source, scan, use, files, summary, build_report, report, lengths, split, index, show, sample, sample_info)
+    tab = DatasetTab(
+        source, scan, use, files, summary, build_report, report, lengths, split, index, show, sample, sample_info
+    )
 
     config_inputs = [training.config, *training.form()]
-    scan.click(_scan, [source, training.train_type], [files, summary])
-    source.change(_scan, [source, training.train_type], [files, summary])
-    use.click(_use, source, [training.data, summary])
+    scan.click(_scan, [source, training.fields["train_type"]], [files, summary])
+    source.change(_scan, [source, training.fields["train_type"]], [files, summary])
+    use.click(_use, source, [training.fields["data"], summary])
     build_report.click(_report, config_inputs, [report, lengths])
     show.click(_sample, [split, index, *config_inputs], [sample, sample_info])
-    demo.load(_refresh_sources, source, source).then(_scan, [source, training.train_type], [files, summary])
+    demo.load(_refresh_sources, source, source).then(_scan, [source, training.fields["train_type"]], [files, summary])
     return tab
 
 
 def _refresh_sources(current: str | None) -> Any:
-    return gr.update(choices=appstate.dataset_choices(current))
+    return gr.update(choices=choices.dataset_choices(current))
 
 
 def _relative(path: str) -> str:
@@ -85,18 +89,16 @@ def _relative(path: str) -> str:
         return path
 
 
+@guarded(lambda error, *_inputs: (gr.skip(), error))
 def _scan(source: str | None, train_type: str) -> tuple[Any, str]:
     """List every file under `source` with whether ingestion reads or skips it, and why."""
     from ..data import scan_files
 
     if not source:
         return gr.skip(), ""
-    try:
-        if not appstate.is_dataset_path(source):
-            raise ForgeError(f"{source!r} is not a folder or file under dataset/", "data", "pick one from the list")
-        entries = scan_files(source, train_type)
-    except Exception as e:  # noqa: BLE001 - the data pipeline's errors are shown, never raised
-        return gr.skip(), show_error(e)
+    if not choices.is_dataset_path(source):
+        raise ForgeError(f"{source!r} is not a folder or file under dataset/", "data", "pick one from the list")
+    entries = scan_files(source, train_type)
     rows = [[_relative(f.path), f.kind, f.size, f.status, f.reason or ""] for f in entries]
     read = sum(f.status == "read" for f in entries)
     return rows, f"{len(entries)} file(s) as {train_type}: {read} read, {len(entries) - read} skipped."
@@ -104,42 +106,38 @@ def _scan(source: str | None, train_type: str) -> tuple[Any, str]:
 
 def _use(source: str | None) -> tuple[Any, str]:
     """Put the scanned folder into the Training form's `data` field."""
-    if not source or not appstate.is_dataset_path(source):
+    if not source or not choices.is_dataset_path(source):
         return gr.skip(), "Pick a folder or file under dataset/ first."
-    return gr.update(choices=appstate.dataset_choices(source), value=[source]), f"Training form data set to `{source}`."
+    return gr.update(choices=choices.dataset_choices(source), value=[source]), f"Training form data set to `{source}`."
 
 
 def _prepared(choice: str, values: tuple[Any, ...]) -> tuple[Any, Any, Any]:
     """(config, tokenizer, prepared data) for the Training form as it is now (cached after the first time)."""
     from ..data import load_tokenizer, prepare
 
-    _path, _overrides, cfg = appstate.form_config(choice, dict(zip(appstate.FORM_KEYS, values)))
+    _path, _overrides, cfg = forms.form_config(choice, dict(zip(forms.FORM_KEYS, values, strict=True)))
     tokenizer = load_tokenizer(cfg)
     return cfg, tokenizer, prepare(cfg, tokenizer)
 
 
+@guarded(lambda error, *_inputs: (error, gr.skip()))
 def _report(choice: str, *values: Any) -> tuple[str, Any]:
     """The data report as text and its length histogram."""
     from ..data import format_report
 
-    try:
-        _cfg, _tok, prepared = _prepared(choice, values)
-        text = format_report(prepared.report)
-    except Exception as e:  # noqa: BLE001 - shown beside the button
-        return show_error(e), gr.skip()
+    _cfg, _tok, prepared = _prepared(choice, values)
     h = prepared.report.get("lengths") or {}
-    return text, charts.length_histogram_figure(h.get("edges", []), h.get("counts", []), h.get("unit", "tokens"))
+    histogram = charts.length_histogram_figure(h.get("edges", []), h.get("counts", []), h.get("unit", "tokens"))
+    return format_report(prepared.report), histogram
 
 
+@guarded(lambda error, *_inputs: (gr.skip(), error))
 def _sample(split: str, index: float | None, choice: str, *values: Any) -> tuple[Any, str]:
     """One row decoded, each piece labelled trained, context (not trained) or padding."""
     from ..data import render_example
 
-    try:
-        cfg, tokenizer, prepared = _prepared(choice, values)
-        row = render_example(cfg, tokenizer, int(index or 0), split, prepared=prepared)
-    except Exception as e:  # noqa: BLE001 - e.g. an index past the end: the message says the range
-        return gr.skip(), show_error(e)
+    cfg, tokenizer, prepared = _prepared(choice, values)
+    row = render_example(cfg, tokenizer, int(index or 0), split, prepared=prepared)
     pieces = [(s["text"], _KIND_LABELS.get(s["kind"], s["kind"])) for s in row["segments"]]
     info = (
         f"Row {row['index']} of {row['rows']} ({row['split']}): {row['tokens']} tokens, "

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from .. import appstate
+from .. import choices
 from ..models.registry import BUILTINS, ensure_builtin
-from .common import show_error
+from .common import guarded
 
 _HEADERS = ["name", "built", "description", "path"]
 _NOTE = (
@@ -28,7 +28,7 @@ class ModelsTab:
 
 def build(demo: gr.Blocks) -> ModelsTab:
     """Lay out the Models tab: the model table and the build button."""
-    table = gr.Dataframe(appstate.models_table(), headers=_HEADERS, interactive=False, wrap=True, label="models")
+    table = gr.Dataframe(choices.models_table(), headers=_HEADERS, interactive=False, wrap=True, label="models")
     gr.Markdown(_NOTE)
     with gr.Row():
         builtin = gr.Dropdown(list(BUILTINS), value=next(iter(BUILTINS)), label="built-in model", scale=3)
@@ -38,15 +38,13 @@ def build(demo: gr.Blocks) -> ModelsTab:
     tab = ModelsTab(table, builtin, build_button, refresh, message)
 
     build_button.click(_build, builtin, [message, table])
-    refresh.click(appstate.models_table, None, table)
-    demo.load(appstate.models_table, None, table)
+    refresh.click(choices.models_table, None, table)
+    demo.load(choices.models_table, None, table)
     return tab
 
 
+@guarded(lambda error, *_inputs: (error, choices.models_table()))
 def _build(name: str) -> tuple[str, list[list[str]]]:
     """Build a built-in model (a no-op when it exists) and refresh the table."""
-    try:
-        path = ensure_builtin(name)
-    except Exception as e:  # noqa: BLE001 - a missing wheel or a failed build is shown, not raised
-        return show_error(e), appstate.models_table()
-    return f"**{name}** is ready at `{path}`.", appstate.models_table()
+    path = ensure_builtin(name)
+    return f"**{name}** is ready at `{path}`.", choices.models_table()

@@ -11,8 +11,9 @@ from typing import Any
 
 import gradio as gr
 
-from .. import appstate, charts, runs
+from .. import charts, choices, runs
 from ..errors import ForgeError
+from ..run_summary import run_signature, status_summary
 from .common import SCROLL_LOG_JS, choices_update, error_text
 
 LOG_LINES = 20  # the box shows them all, so the newest line is always in view
@@ -34,16 +35,22 @@ class MonitoringTab:
 
 def build(timer: gr.Timer, demo: gr.Blocks) -> MonitoringTab:
     """Lay out the Monitoring tab and wire the run picker and the periodic refresh."""
-    choices = appstate.run_choices()
+    listed = choices.run_choices()
     with gr.Row():
-        run = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="run", info="Newest first.", scale=4)
+        run = gr.Dropdown(listed, value=listed[0][1] if listed else None, label="run", info="Newest first.", scale=4)
         refresh = gr.Button("Refresh list", size="sm", scale=1)
     status = gr.Markdown("Pick a run to follow it.")
     with gr.Row():
         loss = gr.Plot(label="loss", show_label=False)
         throughput = gr.Plot(label="throughput", show_label=False)
-    log = gr.Textbox(label=f"train.log (last {LOG_LINES} lines)", lines=LOG_LINES, max_lines=LOG_LINES, interactive=False,
-                     elem_id="forge-log", autoscroll=True)  # fmt: skip
+    log = gr.Textbox(
+        label=f"train.log (last {LOG_LINES} lines)",
+        lines=LOG_LINES,
+        max_lines=LOG_LINES,
+        interactive=False,
+        elem_id="forge-log",
+        autoscroll=True,
+    )
     seen = gr.State(None)
     tab = MonitoringTab(run, refresh, status, loss, throughput, log, seen)
 
@@ -59,12 +66,12 @@ def follow_run(run_name: str | None) -> Any:
     """Select `run_name` in the run list (the Training tab's current run); nothing when there is none."""
     if not run_name:
         return gr.skip()
-    return choices_update(appstate.run_choices(include=run_name), run_name)
+    return choices_update(choices.run_choices(include=run_name), run_name)
 
 
 def _refresh_runs(current: str | None) -> Any:
-    choices = appstate.run_choices()
-    return choices_update(choices, choices[0][1] if choices else None, keep=current)
+    listed = choices.run_choices()
+    return choices_update(listed, listed[0][1] if listed else None, keep=current)
 
 
 def _show_now(run_name: str | None) -> list[Any]:
@@ -77,13 +84,13 @@ def _show(run_name: str | None, seen: Any) -> list[Any]:
     if not run_name:
         return skip
     try:
-        run_dir = appstate.resolve_run(run_name)
-        signature = appstate.run_signature(run_dir)
+        run_dir = choices.resolve_run(run_name)
+        signature = run_signature(run_dir)
         if signature == seen:
             return skip
         records = runs.read_metrics(run_dir)
-        summary = appstate.status_summary(runs.read_status(run_dir))
-    except ForgeError as e:
+        summary = status_summary(runs.summarize(run_dir))
+    except ForgeError as e:  # the run folder was removed: shown in place, no toast every 2 s
         return [error_text(e), gr.skip(), gr.skip(), gr.skip(), None]
     log = runs.tail_log(run_dir, LOG_LINES)
     return [summary, charts.loss_figure(records), charts.throughput_figure(records), log, signature]

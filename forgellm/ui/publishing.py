@@ -1,6 +1,6 @@
 """Publishing tab: fuse a run's checkpoint into a standalone model folder under models/.
 
-Only a folder *name* is asked for (`appstate.validate_output_name`), so the UI cannot write elsewhere.
+Only a folder *name* is asked for (`choices.validate_output_name`), so the UI cannot write elsewhere.
 Pushing to the Hugging Face Hub comes later; there is deliberately no control for it yet.
 """
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import gradio as gr
 
-from .. import appstate
+from .. import choices
 from ..publish.fuse import fuse_run
-from .common import choices_update, show_error
+from .common import choices_update, guarded
 
 
 @dataclass
@@ -28,11 +28,19 @@ class PublishingTab:
 def build(demo: gr.Blocks) -> PublishingTab:
     """Lay out the Publishing tab and wire the run and checkpoint pickers and the Fuse button."""
     with gr.Row():
-        run = gr.Dropdown(appstate.run_choices(with_checkpoints=True), value=None, label="run",
-                          info="Runs that have at least one checkpoint.", scale=3)  # fmt: skip
+        run = gr.Dropdown(
+            choices.run_choices(with_checkpoints=True),
+            value=None,
+            label="run",
+            info="Runs that have at least one checkpoint.",
+            scale=3,
+        )
         checkpoint = gr.Dropdown([], value=None, label="checkpoint", info="best, latest or a step.", scale=1)
-    name = gr.Textbox(label="output folder name", info="A plain name; the model is written to models/<name>.",
-                      placeholder="my-model-fused")  # fmt: skip
+    name = gr.Textbox(
+        label="output folder name",
+        info="A plain name; the model is written to models/<name>.",
+        placeholder="my-model-fused",
+    )
     fuse = gr.Button("Fuse", variant="primary")
     result = gr.Markdown()
     tab = PublishingTab(run, checkpoint, name, fuse, result)
@@ -44,29 +52,23 @@ def build(demo: gr.Blocks) -> PublishingTab:
 
 
 def _refresh_runs(current: str | None) -> Any:
-    return choices_update(appstate.run_choices(with_checkpoints=True), None, keep=current)
+    return choices_update(choices.run_choices(with_checkpoints=True), None, keep=current)
 
 
+@guarded(lambda _error, *_inputs: [gr.update(choices=[], value=None), gr.skip()])
 def _run_changed(run_name: str | None, name: str) -> list[Any]:
     """Offer the run's checkpoints and suggest `<run>-fused` as the folder name."""
     if not run_name:
         return [gr.update(choices=[], value=None), gr.skip()]
-    try:
-        steps = appstate.checkpoint_choices(run_name)
-    except Exception as e:  # noqa: BLE001 - shown as a message
-        show_error(e)
-        return [gr.update(choices=[], value=None), gr.skip()]
+    steps = choices.checkpoint_choices(run_name)
     return [gr.update(choices=steps, value=steps[0] if steps else None), f"{run_name}-fused"]
 
 
+@guarded(lambda error, *_inputs: error)
 def _fuse(run_name: str | None, checkpoint: str | None, name: str) -> str:
     """Fuse the checkpoint into models/<name> and say where it went (fusing the same one again is a no-op)."""
-    try:
-        out = appstate.validate_output_name(name)
-        run_dir = appstate.resolve_run(run_name)
-        path = fuse_run(run_dir, out, checkpoint or "best")
-    except Exception as e:  # noqa: BLE001 - ForgeError or an MLX failure: shown, and logged when unexpected
-        return show_error(e)
+    out = choices.validate_output_name(name)
+    path = fuse_run(choices.resolve_run(run_name), out, checkpoint or "best")
     return (
         f"Fused **{run_name}** (checkpoint {checkpoint or 'best'}) into `{path}`.\n\n"
         f"Chat with it by choosing **{out.name}** as the base model in the Chat tab (reload the page to list it)."

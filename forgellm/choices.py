@@ -1,0 +1,221 @@
+"""What the app may offer and accept: dropdown choices and the path guards behind them, without Gradio.
+
+Every list is read again from the project folders (configs/, dataset/, runs/, models/) on each call,
+so a restarted app re-attaches to whatever is on disk. Nothing outside the project's folders is
+reachable through these: a config must be a file in configs/, data a path under dataset/, a run a
+folder directly under runs/, a model a built-in, a folder under the project or models/, or a Hub id.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import paths, runs
+from .errors import ForgeError
+from .models.registry import BUILTINS, HUB_ALIASES, list_local_models
+
+CONFIGS_DIR = paths.PROJECT_ROOT / "configs"
+DEFAULT_CONFIG = "configs/cpt-tiny.yaml"
+# Offered beside the YAML files so the form works before any config file exists.
+DEFAULTS_CHOICE = "(built-in defaults)"
+NO_ADAPTER = "none"
+DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
+_MAX_DATASET_CHOICES = 1000  # a dropdown longer than this is unusable anyway
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+# ---- config files ----------------------------------------------------------------------------------
+
+
+def list_configs(folder: Path = CONFIGS_DIR) -> list[str]:
+    """`configs/*.yaml` as project-relative paths (sorted), followed by the built-in defaults choice."""
+    found = sorted(f"{folder.name}/{p.name}" for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    return [*found, DEFAULTS_CHOICE]
+
+
+def default_config_choice(choices: list[str]) -> str:
+    """`configs/cpt-tiny.yaml` when it exists, else the first config, else the built-in defaults."""
+    if DEFAULT_CONFIG in choices:
+        return DEFAULT_CONFIG
+    return choices[0] if choices else DEFAULTS_CHOICE
+
+
+def config_path(choice: str | None) -> Path | None:
+    """The YAML file a config choice names (None = the built-in defaults); only files in configs/."""
+    if not choice or choice == DEFAULTS_CHOICE:
+        return None
+    path = (paths.PROJECT_ROOT / choice).resolve()
+    if path.parent != CONFIGS_DIR.resolve() or path.suffix != ".yaml":
+        raise ForgeError(f"{choice!r} is not a file in configs/", "config", "pick a config from the list")
+    return path
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+
+def as_path_list(value: str | list[str] | None) -> list[str]:
+    """A `data` value (one path or a list of them) as a list."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def is_dataset_path(value: str) -> bool:
+    """True when `value` (as written in a config) is an existing folder or file under dataset/."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    path = Path(value)
+    path = path if path.is_absolute() else paths.PROJECT_ROOT / path
+    return path.exists() and _inside(path, paths.dataset_dir())
+
+
+def require_dataset_paths(value: str | list[str] | None) -> None:
+    """Refuse any `data` entry that is not a folder or file under dataset/."""
+    for item in as_path_list(value):
+        if not is_dataset_path(item):
+            raise ForgeError(f"{item!r} is not a folder or file under dataset/", "data", "pick from the list")
+
+
+def dataset_choices(current: str | list[str] | None = None) -> list[str]:
+    """Folders and files under dataset/, project-relative (`dataset/beekeeping`), hidden ones left out.
+
+    `current` (a config's own `data` value) is kept in the list even when it lies elsewhere, so the form
+    can show what the YAML file says; only a *changed* value must come from dataset/.
+    """
+    root = paths.dataset_dir()
+    out: list[str] = []
+    if root.is_dir():
+        for folder, dirs, files in os.walk(root):  # followlinks=False: a link cannot lead us outside
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in [*dirs, *sorted(f for f in files if not f.startswith("."))]:
+                path = Path(folder) / name
+                if _inside(path, root):
+                    out.append(path.relative_to(paths.PROJECT_ROOT).as_posix())
+            if len(out) >= _MAX_DATASET_CHOICES:
+                break
+    out = sorted(out[:_MAX_DATASET_CHOICES])
+    for item in reversed(as_path_list(current)):
+        if item not in out:
+            out.insert(0, item)
+    return out
+
+
+# ---- models ----------------------------------------------------------------------------------------
+
+
+def check_model_choice(value: str) -> str:
+    """A model typed into the UI: a built-in name, a folder under the project or models/, or a Hub id.
+
+    Arbitrary filesystem paths are refused: nothing outside the project's folders is reachable from
+    the browser (the CLI and YAML files are not limited).
+    """
+    value = (value or "").strip()
+    if value in BUILTINS or value in HUB_ALIASES:
+        return value
+    parts = Path(value).parts
+    if not value or value.startswith(("/", "~", "\\")) or ".." in parts or ":" in value:
+        raise ForgeError(
+            f"{value!r} is not allowed here",
+            "model",
+            "pick a built-in model, a folder under models/, or a Hub id like org/name",
+        )
+    for root in (paths.PROJECT_ROOT, paths.models_dir()):
+        candidate = root / value
+        if candidate.exists() and not _inside(candidate, root):
+            raise ForgeError(f"{value!r} leads outside the project", "model", "pick a folder under models/")
+    return value
+
+
+def model_choices(current: str | None = None) -> list[str]:
+    """Built-in model names and local model folders under models/ (fused models included)."""
+    names = list(BUILTINS)
+    names += [m["name"] for m in list_local_models() if m["name"] not in BUILTINS]
+    if current and current not in names:
+        names.insert(0, current)
+    return names
+
+
+def models_table() -> list[list[str]]:
+    """Rows (name, built, description, path) for the Models tab."""
+    return [[m["name"], m["built"], m["description"], m["path"]] for m in list_local_models()]
+
+
+def validate_output_name(name: str) -> Path:
+    """The folder under models/ that a fused model named `name` goes to; rejects anything path-like.
+
+    Raises:
+        ForgeError: for an empty name, a path separator, `..`, a leading dot, a built-in model's name,
+            or an existing folder that is not an earlier fuse output (it would be replaced).
+    """
+    from .atomic import require_replaceable
+    from .publish.fuse import PROVENANCE_FILE
+
+    name = (name or "").strip()
+    fix = "use a plain folder name such as my-model-fused"
+    if not name:
+        raise ForgeError("the output folder name is empty", "output name", fix)
+    if any(sep in name for sep in ("/", "\\", os.sep, "\0")) or name.startswith(".") or ".." in name:
+        raise ForgeError(f"{name!r} is not a plain folder name", "output name", fix)
+    if name in BUILTINS:
+        raise ForgeError(f"{name!r} is a built-in model's folder", "output name", fix)
+    out = paths.models_dir() / name
+    require_replaceable(out, PROVENANCE_FILE, "choose another name")
+    return out
+
+
+# ---- runs ------------------------------------------------------------------------------------------
+
+
+def resolve_run(name: str | None) -> Path:
+    """The run folder for a run name picked in the UI (only folders directly under runs/)."""
+    if not name or any(sep in name for sep in ("/", "\\", os.sep)) or name.startswith("."):
+        raise ForgeError(f"{name!r} is not a run name", "run", "pick a run from the list")
+    run_dir = paths.runs_dir() / name
+    if not run_dir.is_dir():
+        raise ForgeError("no such run", str(run_dir), "refresh the run list")
+    return run_dir
+
+
+def run_choices(with_checkpoints: bool = False, include: str | None = None) -> list[tuple[str, str]]:
+    """(label, run name) for every run under runs/, newest first; optionally only runs with checkpoints.
+
+    `include` names a run that must be listed even before its trainer has written anything.
+    """
+    out = []
+    for run in runs.list_runs(paths.runs_dir()):
+        if with_checkpoints and not runs.checkpoint_steps(run.path):
+            continue
+        out.append((f"{run.name} ({run.state})", run.name))
+    if include and include not in [name for _label, name in out]:
+        out.insert(0, (f"{include} (starting)", include))
+    return out
+
+
+def running_run() -> str | None:
+    """The newest run whose trainer is alive (what the Training tab's Stop acts on by default)."""
+    return next((run.name for run in runs.list_runs(paths.runs_dir()) if run.state == "running"), None)
+
+
+def checkpoint_choices(run_name: str | None) -> list[str]:
+    """`best`, `latest` and every complete checkpoint step (newest first); empty without checkpoints."""
+    if not run_name or run_name == NO_ADAPTER:
+        return []
+    steps = runs.checkpoint_steps(resolve_run(run_name))
+    return [runs.BEST_LINK, "latest", *(str(s) for s in reversed(steps))] if steps else []
+
+
+def adapter_choices() -> list[tuple[str, str]]:
+    """ "none" followed by every run that has a checkpoint to chat with."""
+    return [(NO_ADAPTER, NO_ADAPTER), *run_choices(with_checkpoints=True)]
+
+
+def run_base_model(run_name: str) -> str | None:
+    """The `model` a run was trained on, from its config.yaml (None when unreadable)."""
+    try:
+        return runs.read_config(resolve_run(run_name)).model
+    except ForgeError:
+        return None

@@ -1,0 +1,167 @@
+"""The one way a trainer starts, and the one way it is stopped.
+
+Starting, for the app and the CLI alike: resolve the config once, create the run folder atomically
+(`runs.create_run_dir`: creation fails if it exists), write the resolved `config.yaml` into it, and
+start `python -m forgellm train --run-dir RUN` (or `--resume RUN`) on that folder. Every trainer,
+one process or an `mlx.launch` rank, reads its config from the folder and nothing else. The trainer
+that writes a folder holds its `trainer.lock`, so two can never write one folder.
+
+Stopping signals only the pid in status.json, and only after confirming that process still has the
+recorded start time and is a ForgeLLM trainer. Nothing here imports MLX or the training code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import atomic, procs, runs
+from .config import TrainConfig, dump_yaml
+from .errors import ForgeError
+from .paths import PROJECT_ROOT, home
+
+
+def run_parent(cfg: TrainConfig) -> Path:
+    """`output_dir`, relative to the project home unless absolute."""
+    parent = Path(cfg.output_dir)
+    return parent if parent.is_absolute() else home() / parent
+
+
+def create_run(cfg: TrainConfig) -> Path:
+    """Create the run folder for `cfg` (atomically; never an existing one) with its resolved config.yaml.
+
+    Raises:
+        ForgeError: when `cfg.run_name` names a folder that already exists.
+    """
+    run_dir = runs.create_run_dir(run_parent(cfg), cfg.run_name, runs.new_run_name(cfg.train_type, cfg.model))
+    cfg.run_name = run_dir.name
+    atomic.write_text(run_dir / runs.CONFIG_FILE, dump_yaml(cfg))
+    return run_dir
+
+
+def trainer_argv(run_dir: Path, resume: bool) -> list[str]:
+    """The command that trains the run folder `run_dir` (fresh, or resumed from its latest checkpoint)."""
+    return [sys.executable, "-m", "forgellm", "train", "--resume" if resume else "--run-dir", str(run_dir)]
+
+
+def trainer_env() -> dict[str, str]:
+    """This environment, unbuffered, with the project importable from any working directory."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+@dataclass
+class Launched:
+    run_dir: Path
+    process: subprocess.Popen
+
+
+def start_in_background(cfg: TrainConfig) -> Launched:
+    """Create the run folder for `cfg` and start its trainer detached (the app's Start button).
+
+    Detached (its own session, output appended to train.log) so that closing or restarting the app
+    never stops a run; the app re-attaches through the folder.
+    """
+    run_dir = create_run(cfg)
+    with open(run_dir / runs.LOG_FILE, "ab") as log:
+        proc = subprocess.Popen(
+            trainer_argv(run_dir, resume=False),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=PROJECT_ROOT,
+            env=trainer_env(),
+            start_new_session=True,
+        )
+    threading.Thread(target=_reap, args=(proc, run_dir), name=f"reap-{proc.pid}", daemon=True).start()
+    return Launched(run_dir, proc)
+
+
+def _reap(proc: subprocess.Popen, run_dir: Path) -> None:
+    """Wait for the trainer (no zombie in a long-lived app); if it died before writing any status
+    (e.g. a broken environment), record that, so the run does not look as if it were starting forever."""
+    code = proc.wait()
+    if (run_dir / runs.STATUS_FILE).exists():
+        return
+    runs.write_status(
+        run_dir,
+        runs.RunStatus(
+            state="failed",
+            error=f"the trainer exited with code {code} before it started (see train.log)",
+            ended_at=runs.now_iso(),
+        ),
+    )
+
+
+def _holder_text(run_dir: Path) -> str:
+    try:
+        status = runs.read_status(run_dir)
+    except ForgeError:
+        return "another trainer"
+    return f"trainer pid {status.pid}" if status.pid else "another trainer"
+
+
+def claim(run_dir: Path) -> procs.FolderLock:
+    """Take the run folder's trainer lock for this process, or refuse naming who holds it.
+
+    Raises:
+        ForgeError: when a live trainer already writes this folder.
+    """
+    try:
+        return procs.FolderLock(Path(run_dir) / runs.LOCK_FILE).acquire()
+    except procs.LockHeld as e:
+        raise ForgeError(
+            f"this run is being trained right now by {_holder_text(run_dir)}",
+            str(run_dir),
+            f"wait for it to end, or stop it first with `python -m forgellm stop {run_dir}`",
+        ) from e
+
+
+def require_not_running(run_dir: Path) -> None:
+    """Refuse early (before starting ranks or loading a model) when a trainer holds the folder."""
+    claim(run_dir).release()
+
+
+def trainer_pid(run_dir: Path) -> int | None:
+    """The pid of this run's live trainer, or None.
+
+    Confirmed three ways: the status says running, that pid is alive with the recorded start time,
+    and its command line is a ForgeLLM trainer. A status without a start time is never confirmed.
+    """
+    try:
+        status = runs.read_status(run_dir)
+    except ForgeError:
+        return None
+    if status.state != "running" or not status.is_alive():
+        return None
+    if "forgellm" not in procs.cmdline(status.pid):
+        return None
+    return int(status.pid)
+
+
+def stop(run_dir: Path, wait_s: float = 0.0) -> bool:
+    """Ask this run's trainer to finish its step, save and exit (SIGTERM). False when none is running."""
+    pid = trainer_pid(run_dir)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and procs.pid_alive(pid):
+        time.sleep(0.2)
+    return True
+
+
+def require_running(run_dir: Path) -> int:
+    """The live trainer's pid, or a ForgeError saying what state the run is in."""
+    pid = trainer_pid(run_dir)
+    if pid is None:
+        state = runs.summarize(run_dir).state
+        raise ForgeError(f"no trainer is running for this run (state: {state})", str(run_dir), "nothing to stop")
+    return pid
