@@ -23,7 +23,8 @@ import json, sys
 import forgellm
 from forgellm.platform import ensure_fast_blas, matmul_gflops
 state = ensure_fast_blas()
-print(json.dumps({"blas": state.name, "source": state.source, "gflops": matmul_gflops(int(sys.argv[1]), int(sys.argv[2]))}))
+print(json.dumps({"blas": state.name, "source": state.source,
+                  "gflops": matmul_gflops(int(sys.argv[1]), int(sys.argv[2]))}))
 """
 
 NUMPY_PROBE = """
@@ -40,7 +41,9 @@ print(json.dumps({"blas": "numpy", "source": "numpy wheel", "gflops": 2 * n**3 *
 
 def probe(code: str, env_extra: dict[str, str], n: int, repeats: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
-    out = subprocess.run([sys.executable, "-c", code, str(n), str(repeats)], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(n), str(repeats)], capture_output=True, text=True, env=env, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -49,8 +52,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
-    cases = [("MLX, reference BLAS (FORGELLM_BLAS=off)", MLX_PROBE, {"FORGELLM_BLAS": "off"}),
-             ("MLX, ForgeLLM default", MLX_PROBE, {})]
+    cases = [
+        ("MLX, reference BLAS (FORGELLM_BLAS=off)", MLX_PROBE, {"FORGELLM_BLAS": "off"}),
+        ("MLX, ForgeLLM default", MLX_PROBE, {}),
+    ]
     if Path(SYSTEM_OPENBLAS).exists():
         cases.append(("MLX, system OpenBLAS (FORGELLM_BLAS=path)", MLX_PROBE, {"FORGELLM_BLAS": SYSTEM_OPENBLAS}))
     cases.append(("numpy (its own OpenBLAS)", NUMPY_PROBE, {}))

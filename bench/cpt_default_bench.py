@@ -35,17 +35,26 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "forgellm", "tiny"], check=True, env=env, cwd=ROOT, capture_output=True)
         build_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "forgellm", "train", args.config], check=True, env=env, cwd=ROOT,
-                             capture_output=True, text=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "forgellm", "train", args.config],
+            check=True,
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         train_s = time.perf_counter() - t0
         run_dir = Path(out.stdout.splitlines()[0])
         records = runs.read_metrics(run_dir)
-    val = [r["loss"] for r in records if r["split"] == "val"]
-    tps = statistics.median(r["tokens_per_sec"] for r in records if r["split"] == "train")
+    val = [r.loss for r in records if r.split == "val"]
+    tps = statistics.median(r.tokens_per_sec for r in records if r.split == "train")
     print(f"{args.config} on {os.cpu_count()} cores, load average before: {load_before:.2f}\n")
     print("| tiny build | train wall time (incl. start-up) | first val loss | last val loss | drop | median tokens/s |")
     print("|---|---|---|---|---|---|")
-    print(f"| {build_s:.1f} s | {train_s:.0f} s | {val[0]:.3f} | {val[-1]:.3f} | {1 - val[-1] / val[0]:.1%} | {tps:,.0f} |")
+    print(
+        f"| {build_s:.1f} s | {train_s:.0f} s | {val[0]:.3f} | {val[-1]:.3f} | "
+        f"{1 - val[-1] / val[0]:.1%} | {tps:,.0f} |"
+    )
 
 
 if __name__ == "__main__":

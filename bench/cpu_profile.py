@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_bench import PY, ROOT, forgellm_argv, md_table  # noqa: E402
+from train_bench import ROOT, forgellm_argv, md_table  # noqa: E402
 
 GROUPS = [
     ("OpenBLAS (matmul)", re.compile(r"openblas|libblas|gemm", re.I)),
@@ -68,16 +68,47 @@ def main() -> None:
         model = str(build_model(Path(os.environ["FORGELLM_HOME"])))
     with tempfile.TemporaryDirectory(prefix="forgellm-profile-") as tmp:
         work = Path(tmp)
-        argv = forgellm_argv(model, ROOT / "dataset" / "beekeeping", work / "runs", "profile",
-                             fine_tune_type=args.fine_tune_type, num_layers=-1,
-                             batch=args.batch, iters=args.iters, seq=args.seq, lr=1e-4)  # fmt: skip
+        argv = forgellm_argv(
+            model,
+            ROOT / "dataset" / "beekeeping",
+            work / "runs",
+            "profile",
+            fine_tune_type=args.fine_tune_type,
+            num_layers=-1,
+            batch=args.batch,
+            iters=args.iters,
+            seq=args.seq,
+            lr=1e-4,
+        )
         data = work / "perf.data"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        subprocess.run(["perf", "record", "-F", "999", "-o", str(data), "--", *argv], check=True, env=env, cwd=ROOT,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "dso,sym",
-                                 "--percent-limit", "0", "-F", "overhead,dso,sym"],
-                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        subprocess.run(
+            ["perf", "record", "-F", "999", "-o", str(data), "--", *argv],
+            check=True,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        report = subprocess.run(
+            [
+                "perf",
+                "report",
+                "-i",
+                str(data),
+                "--stdio",
+                "--no-children",
+                "--sort",
+                "dso,sym",
+                "--percent-limit",
+                "0",
+                "-F",
+                "overhead,dso,sym",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     by_group: Counter[str] = Counter()
     symbols: list[tuple[float, str, str]] = []
     for line in report.splitlines():
@@ -87,8 +118,11 @@ def main() -> None:
         share, dso, sym = float(m.group(1)), m.group(2), m.group(3).strip()
         by_group[group_of(dso)] += share
         symbols.append((share, dso, sym))
-    print(f"\n## CPU profile: ForgeLLM trainer, {Path(model).name}, {args.fine_tune_type}, batch {args.batch} x {args.seq}, "
-          f"{args.iters} steps (whole process, start-up included)\n")  # fmt: skip
+    print(
+        f"\n## CPU profile: ForgeLLM trainer, {Path(model).name}, {args.fine_tune_type}, "
+        f"batch {args.batch} x {args.seq}, "
+        f"{args.iters} steps (whole process, start-up included)\n"
+    )
     rows = [[name, f"{share:.1f}%"] for name, share in by_group.most_common()]
     print(md_table(["where", "share of CPU samples"], rows))
     print(f"\nhottest {args.top} symbols:\n")

@@ -36,7 +36,9 @@ def sentences() -> list[str]:
     out = []
     for path in sorted((ROOT / "dataset" / "beekeeping").rglob("*")):
         if path.suffix in (".md", ".txt"):
-            out += [s.strip() for s in re.split(r"(?<=[.!?])\s+", path.read_text(encoding="utf-8")) if len(s.strip()) > 20]
+            out += [
+                s.strip() for s in re.split(r"(?<=[.!?])\s+", path.read_text(encoding="utf-8")) if len(s.strip()) > 20
+            ]
     if not out:
         sys.exit("no sample corpus under dataset/beekeeping: nothing to build the synthetic corpus from")
     return out
@@ -86,7 +88,8 @@ def cpu():
 t, c = time.perf_counter(), cpu()
 p = prepare(cfg, tok, cache_dir={cache!r})
 seconds, cpu_seconds = time.perf_counter() - t, cpu() - c
-print(json.dumps({{"seconds": seconds, "cpu_seconds": cpu_seconds, "rss_before_kb": base, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+print(json.dumps({{"seconds": seconds, "cpu_seconds": cpu_seconds, "rss_before_kb": base,
+                   "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                    "hit": p.report["cache"]["hit"], "train_rows": p.train.rows, "yield": p.report["yield"]["fraction"],
                    "tokens": p.report["tokens"]["corpus"]}}))
 """
@@ -104,8 +107,12 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=200, help="corpus size in MB (default 200)")
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--tokenizer", help="folder of a saved Hugging Face tokenizer (default: the tiny model's)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="cold runs (fresh cache each); the median is reported (this VM's speed drifts)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="cold runs (fresh cache each); the median is reported (this VM's speed drifts)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="forgellm-data-bench-") as tmp:
         scratch = Path(tmp)
@@ -134,12 +141,18 @@ def main() -> None:
         "cpu_count": len(os.sched_getaffinity(0)),
         "max_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
-    runs = f" (median of {args.repeats}: {', '.join(map(str, result['mb_per_s_all_runs']))})" if args.repeats > 1 else ""
-    print(f"tokenize + pack: {result['mb_per_s']} MB/s{runs} ({result['cold_seconds']}s for {result['corpus_mb']} MB, "
-          f"{result['tokens']:,} tokens); {result['mb_per_cpu_second']} MB per CPU-second on "
-          f"{result['cpu_count']} cores, load average {result['load_average_1m']} (other processes slow it)")  # fmt: skip
-    print(f"peak RSS while preparing: {result['peak_rss_mb']} MB (of which {result['rss_after_imports_mb']} MB "
-          "is Python + transformers before prepare)")  # fmt: skip
+    runs = (
+        f" (median of {args.repeats}: {', '.join(map(str, result['mb_per_s_all_runs']))})" if args.repeats > 1 else ""
+    )
+    print(
+        f"tokenize + pack: {result['mb_per_s']} MB/s{runs} ({result['cold_seconds']}s for {result['corpus_mb']} MB, "
+        f"{result['tokens']:,} tokens); {result['mb_per_cpu_second']} MB per CPU-second on "
+        f"{result['cpu_count']} cores, load average {result['load_average_1m']} (other processes slow it)"
+    )
+    print(
+        f"peak RSS while preparing: {result['peak_rss_mb']} MB (of which {result['rss_after_imports_mb']} MB "
+        "is Python + transformers before prepare)"
+    )
     print(f"cache hit: {result['cache_hit_seconds']}s (hashing the files, no tokenizing)")
     print(json.dumps(result))
 

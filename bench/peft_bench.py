@@ -46,8 +46,15 @@ from train_bench import (  # noqa: E402
     wait_for_quiet,
 )
 
-SPEC = dict(vocab_size=2048, hidden_size=384, num_hidden_layers=6, num_attention_heads=6, num_key_value_heads=6,
-            intermediate_size=1024, max_position_embeddings=2048)  # fmt: skip
+SPEC = dict(
+    vocab_size=2048,
+    hidden_size=384,
+    num_hidden_layers=6,
+    num_attention_heads=6,
+    num_key_value_heads=6,
+    intermediate_size=1024,
+    max_position_embeddings=2048,
+)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 BUILD_CHILD = r"""
@@ -88,16 +95,21 @@ for i in range(a["n1"], a["n2"]):
     last = step(i)
 seconds = time.perf_counter() - t0
 trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-print("TORCH_JSON " + json.dumps({"seconds": seconds, "first_loss": first[0], "last_loss": last, "threads": torch.get_num_threads(),
-      "trainable": trainable, "torch": torch.__version__, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print("TORCH_JSON " + json.dumps({"seconds": seconds, "first_loss": first[0], "last_loss": last,
+      "threads": torch.get_num_threads(), "trainable": trainable, "torch": torch.__version__,
+      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
 def build_model(home: Path) -> Path:
     path = home / "models" / "bench-10m"
     if not (path / "config.json").is_file():
-        subprocess.run([PY, "-c", BUILD_CHILD, str(path), json.dumps(SPEC)], check=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+        subprocess.run(
+            [PY, "-c", BUILD_CHILD, str(path), json.dumps(SPEC)],
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
     return path
 
 
@@ -108,10 +120,14 @@ def write_windows(model_path: Path, seq: int, out: Path) -> Path:
         "from forgellm.data import prepare; tok = AutoTokenizer.from_pretrained(sys.argv[1]); "
         "p = prepare(from_dict({'data': sys.argv[2], 'max_seq_length': int(sys.argv[3]), 'train_type': 'cpt'}), tok); "
         "np.save(sys.argv[4], np.asarray(p.train.tokens))"
-    )  # fmt: skip
+    )
     target = out / "windows.npy"
-    subprocess.run([PY, "-c", code, str(model_path), str(ROOT / "dataset" / "beekeeping"), str(seq), str(target)],
-                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    subprocess.run(
+        [PY, "-c", code, str(model_path), str(ROOT / "dataset" / "beekeeping"), str(seq), str(target)],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return target
 
 
@@ -120,7 +136,7 @@ def run_torch(torch_python: str, args: dict, max_load: float, max_wait: float) -
     out = subprocess.run([torch_python, "-c", TORCH_CHILD, json.dumps(args)], capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
         raise SystemExit(f"PyTorch child failed:\n{out.stderr[-4000:]}")
-    line = next(l for l in out.stdout.splitlines() if l.startswith("TORCH_JSON "))
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("TORCH_JSON "))
     return {**json.loads(line[len("TORCH_JSON ") :]), "load": load}
 
 
@@ -143,16 +159,21 @@ def main() -> None:
         work = Path(tmp)
         prep = prepare_data("bench-10m", model, args.seq, args.batch, work / "mlx_data")
         results["prep"] = prep
-        common = dict(fine_tune_type="lora", num_layers=SPEC["num_hidden_layers"], batch=args.batch, seq=args.seq, lr=1e-4)
+        common = dict(
+            fine_tune_type="lora", num_layers=SPEC["num_hidden_layers"], batch=args.batch, seq=args.seq, lr=1e-4
+        )
         rows = []
         for tool in ("forgellm", "mlx-lm"):
             walls, rss = [], []
             for n in (2, n1, n2):  # the untimed 2-step run builds MLX's JIT kernels for these shapes first
                 if tool == "forgellm":
-                    argv = forgellm_argv(str(model), ROOT / "dataset" / "beekeeping", work / "runs", f"r{n}", iters=n, **common)
+                    argv = forgellm_argv(
+                        str(model), ROOT / "dataset" / "beekeeping", work / "runs", f"r{n}", iters=n, **common
+                    )
                 else:
-                    argv = mlx_lm_argv(model, work / "mlx_data", work / f"adapters{n}", iters=n,
-                                       **{**common, "seq": args.seq + 1})  # fmt: skip
+                    argv = mlx_lm_argv(
+                        model, work / "mlx_data", work / f"adapters{n}", iters=n, **{**common, "seq": args.seq + 1}
+                    )
                 run = run_child(argv, work / f"{tool}-{n}.log", max_load=args.max_load, max_wait=args.max_wait)
                 if n == 2:
                     continue
@@ -162,10 +183,22 @@ def main() -> None:
             figures = {**steady(n1, n2, walls[0], walls[1], targets_per_step), "maxrss_mb": max(rss), "walls": walls}
             results[tool] = figures
         if args.torch_python:
-            t = run_torch(args.torch_python, {
-                "model": str(model), "windows": str(write_windows(model, args.seq, work)), "batch": args.batch,
-                "n1": n1, "n2": n2, "rank": 8, "scale": 20.0, "lr": 1e-4, "targets": LORA_TARGETS,
-            }, args.max_load, args.max_wait)  # fmt: skip
+            t = run_torch(
+                args.torch_python,
+                {
+                    "model": str(model),
+                    "windows": str(write_windows(model, args.seq, work)),
+                    "batch": args.batch,
+                    "n1": n1,
+                    "n2": n2,
+                    "rank": 8,
+                    "scale": 20.0,
+                    "lr": 1e-4,
+                    "targets": LORA_TARGETS,
+                },
+                args.max_load,
+                args.max_wait,
+            )
             t["tokens_per_s"] = (n2 - n1) * targets_per_step / t["seconds"]
             results["pytorch-peft"] = t
             print(f"pytorch+peft: {t['seconds']:.1f}s for {n2 - n1} steps, load {t['load']['load1']}", flush=True)
@@ -173,7 +206,9 @@ def main() -> None:
     for tool in ("forgellm", "mlx-lm", "pytorch-peft"):
         if tool in results:
             r = results[tool]
-            rows.append([tool, f"{r['tokens_per_s']:,.0f}", f"{r['tokens_per_s'] / base:.2f}", f"{r['maxrss_mb']:,.0f}"])
+            rows.append(
+                [tool, f"{r['tokens_per_s']:,.0f}", f"{r['tokens_per_s'] / base:.2f}", f"{r['maxrss_mb']:,.0f}"]
+            )
     print(f"\n## ~10M llama, LoRA r8, batch {args.batch} x {args.seq}, steady state over steps {n1 + 1}-{n2}\n")
     print(md_table(["tool", "tokens/s", "vs mlx-lm", "peak RSS MB"], rows))
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")

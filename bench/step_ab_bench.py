@@ -34,12 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("FORGELLM_HOME", "/tmp/bench_home")
 
-import forgellm  # noqa: E402,F401  (loads OpenBLAS for MLX before mlx.core)
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 import mlx.optimizers as optim  # noqa: E402
 import numpy as np  # noqa: E402
 from mlx.utils import tree_map  # noqa: E402
+
+import forgellm  # noqa: E402,F401  (loads OpenBLAS for MLX before mlx.core)
 
 
 def forgellm_step(model_path: Path, cfg_dict: dict, run_root: Path):
@@ -50,7 +51,7 @@ def forgellm_step(model_path: Path, cfg_dict: dict, run_root: Path):
     cfg = from_dict({**cfg_dict, "output_dir": str(run_root), "run_name": "ab"})
     run_dir = run_root / "ab"
     run_dir.mkdir(parents=True)
-    trainer = Trainer(cfg, runs.RunWriter(run_dir, {}), model_path)
+    trainer = Trainer(cfg, runs.RunWriter(run_dir), model_path)
     trainer.setup()
     trainer.model.train()
     return trainer, trainer._one_step
@@ -115,12 +116,24 @@ def main() -> None:
     results = []
     for case in args.cases.split(","):
         cfg = {
-            "model": str(model_path), "data": str(ROOT / "dataset" / "beekeeping"), "train_type": "cpt",
-            "fine_tune_type": case, "num_layers": layers, "batch_size": args.batch, "iters": 1_000_000,
-            "max_seq_length": args.seq, "optimizer": "adam", "lr_schedule": "constant", "learning_rate": 1e-4,
-            "warmup_steps": 0, "max_grad_norm": None, "grad_accumulation_steps": 1, "steps_per_eval": 1_000_000,
-            "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0}, "seed": 0,
-        }  # fmt: skip
+            "model": str(model_path),
+            "data": str(ROOT / "dataset" / "beekeeping"),
+            "train_type": "cpt",
+            "fine_tune_type": case,
+            "num_layers": layers,
+            "batch_size": args.batch,
+            "iters": 1_000_000,
+            "max_seq_length": args.seq,
+            "optimizer": "adam",
+            "lr_schedule": "constant",
+            "learning_rate": 1e-4,
+            "warmup_steps": 0,
+            "max_grad_norm": None,
+            "grad_accumulation_steps": 1,
+            "steps_per_eval": 1_000_000,
+            "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0},
+            "seed": 0,
+        }
         with tempfile.TemporaryDirectory(prefix="forgellm-ab-") as tmp:
             trainer, ours = forgellm_step(model_path, cfg, Path(tmp))
             theirs = mlx_lm_step(model_path, case, layers, np.asarray(trainer.train_split.tokens), args.batch)
@@ -138,19 +151,34 @@ def main() -> None:
         f, m = np.array(times["forgellm"]), np.array(times["mlx-lm"])
         ratios = m / f
         row = {
-            "model": model_path.name, "case": case, "batch": args.batch, "seq": args.seq,
-            "forgellm_step_ms": 1000 * float(np.median(f)), "mlx_lm_step_ms": 1000 * float(np.median(m)),
-            "tokens_per_s_ratio_median": float(np.median(ratios)), "ratio_q25": float(np.quantile(ratios, 0.25)),
-            "ratio_q75": float(np.quantile(ratios, 0.75)), "ratio_of_totals": float(m.sum() / f.sum()),
-            "blocks": args.blocks, "steps_per_block": args.steps_per_block, "load1_end": round(os.getloadavg()[0], 2),
-        }  # fmt: skip
+            "model": model_path.name,
+            "case": case,
+            "batch": args.batch,
+            "seq": args.seq,
+            "forgellm_step_ms": 1000 * float(np.median(f)),
+            "mlx_lm_step_ms": 1000 * float(np.median(m)),
+            "tokens_per_s_ratio_median": float(np.median(ratios)),
+            "ratio_q25": float(np.quantile(ratios, 0.25)),
+            "ratio_q75": float(np.quantile(ratios, 0.75)),
+            "ratio_of_totals": float(m.sum() / f.sum()),
+            "blocks": args.blocks,
+            "steps_per_block": args.steps_per_block,
+            "load1_end": round(os.getloadavg()[0], 2),
+        }
         results.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| model | case | batch x seq | ForgeLLM ms/step | mlx-lm ms/step | tokens/s ratio (median, IQR) | ratio of totals |")
+    print(
+        "\n| model | case | batch x seq | ForgeLLM ms/step | mlx-lm ms/step "
+        "| tokens/s ratio (median, IQR) | ratio of totals |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['model']} | {r['case']} | {r['batch']} x {r['seq']} | {r['forgellm_step_ms']:.1f} | {r['mlx_lm_step_ms']:.1f} | "
-              f"{r['tokens_per_s_ratio_median']:.3f} ({r['ratio_q25']:.3f}-{r['ratio_q75']:.3f}) | {r['ratio_of_totals']:.3f} |")  # fmt: skip
+        print(
+            f"| {r['model']} | {r['case']} | {r['batch']} x {r['seq']} | "
+            f"{r['forgellm_step_ms']:.1f} | {r['mlx_lm_step_ms']:.1f} | "
+            f"{r['tokens_per_s_ratio_median']:.3f} ({r['ratio_q25']:.3f}-{r['ratio_q75']:.3f}) | "
+            f"{r['ratio_of_totals']:.3f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -59,10 +59,17 @@ def main() -> None:
         t0 = time.perf_counter()
         backend.encode_batch_fast(pieces, add_special_tokens=False)
         rates.append(size / (time.perf_counter() - t0))
-    result = {"corpus_mb": round(size, 1), "prepare_s": round(total, 2), "prepare_mb_per_s": round(size / total, 2),
-              "encode_share": round(encode / total, 3), "encode_only_mb_per_s": [round(r, 2) for r in rates]}  # fmt: skip
-    print(f"prepare: {size / total:.2f} MB/s ({total:.2f} s), {100 * encode / total:.0f}% inside encode_batch_fast; "
-          f"tokenizer alone: {', '.join(f'{r:.2f}' for r in rates)} MB/s")  # fmt: skip
+    result = {
+        "corpus_mb": round(size, 1),
+        "prepare_s": round(total, 2),
+        "prepare_mb_per_s": round(size / total, 2),
+        "encode_share": round(encode / total, 3),
+        "encode_only_mb_per_s": [round(r, 2) for r in rates],
+    }
+    print(
+        f"prepare: {size / total:.2f} MB/s ({total:.2f} s), {100 * encode / total:.0f}% inside encode_batch_fast; "
+        f"tokenizer alone: {', '.join(f'{r:.2f}' for r in rates)} MB/s"
+    )
     print(json.dumps(result))
 
 

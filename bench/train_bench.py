@@ -92,8 +92,14 @@ class ChildRun:
     load: dict = field(default_factory=dict)
 
 
-def run_child(argv: list[str], log: Path, env: dict | None = None, cwd: Path = ROOT,
-              max_load: float = 0.8, max_wait: float = 600.0) -> ChildRun:  # fmt: skip
+def run_child(
+    argv: list[str],
+    log: Path,
+    env: dict | None = None,
+    cwd: Path = ROOT,
+    max_load: float = 0.8,
+    max_wait: float = 600.0,
+) -> ChildRun:
     """Wait for a quiet CPU, run `argv` to completion; wall time and the child's own peak RSS."""
     load = wait_for_quiet(max_load, max_wait)
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -111,40 +117,113 @@ def run_child(argv: list[str], log: Path, env: dict | None = None, cwd: Path = R
     return run
 
 
-def forgellm_argv(model: str, data: Path, out_dir: Path, run_name: str, *, fine_tune_type: str, num_layers: int,
-                  batch: int, iters: int, seq: int, lr: float, extra: list[str] | None = None) -> list[str]:  # fmt: skip
+def forgellm_argv(
+    model: str,
+    data: Path,
+    out_dir: Path,
+    run_name: str,
+    *,
+    fine_tune_type: str,
+    num_layers: int,
+    batch: int,
+    iters: int,
+    seq: int,
+    lr: float,
+    extra: list[str] | None = None,
+) -> list[str]:
     sets = {
-        "model": model, "data": str(data), "train_type": "cpt", "fine_tune_type": fine_tune_type,
-        "num_layers": num_layers, "batch_size": batch, "iters": iters, "max_seq_length": seq,
-        "steps_per_eval": 100000, "val_batches": 1, "save_every": 100000, "keep_last": 1,
-        "steps_per_report": 10, "warmup_steps": 0, "max_grad_norm": "null", "optimizer": "adam",
-        "lr_schedule": "constant", "learning_rate": lr, "min_learning_rate": 0, "weight_decay": 0,
-        "grad_accumulation_steps": 1, "seed": 0, "lora_parameters.rank": 8, "lora_parameters.scale": 20.0,
-        "lora_parameters.dropout": 0.0, "output_dir": str(out_dir), "run_name": run_name,
-    }  # fmt: skip
+        "model": model,
+        "data": str(data),
+        "train_type": "cpt",
+        "fine_tune_type": fine_tune_type,
+        "num_layers": num_layers,
+        "batch_size": batch,
+        "iters": iters,
+        "max_seq_length": seq,
+        "steps_per_eval": 100000,
+        "val_batches": 1,
+        "save_every": 100000,
+        "keep_last": 1,
+        "steps_per_report": 10,
+        "warmup_steps": 0,
+        "max_grad_norm": "null",
+        "optimizer": "adam",
+        "lr_schedule": "constant",
+        "learning_rate": lr,
+        "min_learning_rate": 0,
+        "weight_decay": 0,
+        "grad_accumulation_steps": 1,
+        "seed": 0,
+        "lora_parameters.rank": 8,
+        "lora_parameters.scale": 20.0,
+        "lora_parameters.dropout": 0.0,
+        "output_dir": str(out_dir),
+        "run_name": run_name,
+    }
     argv = [PY, "-m", "forgellm", "train", str(ROOT / "configs" / "cpt-tiny.yaml")]
     for k, v in sets.items():
         argv += ["--set", f"{k}={v}"]
     return argv + (extra or [])
 
 
-def mlx_lm_argv(model_path: Path, data_dir: Path, adapter_dir: Path, *, fine_tune_type: str, num_layers: int,
-                batch: int, iters: int, seq: int, lr: float, stock: bool = False) -> list[str]:  # fmt: skip
+def mlx_lm_argv(
+    model_path: Path,
+    data_dir: Path,
+    adapter_dir: Path,
+    *,
+    fine_tune_type: str,
+    num_layers: int,
+    batch: int,
+    iters: int,
+    seq: int,
+    lr: float,
+    stock: bool = False,
+) -> list[str]:
     head = [PY, "-m", "mlx_lm"] if stock else [PY, "-c", PEER_LAUNCHER]
-    return [*head, "lora", "--model", str(model_path), "--train", "--data", str(data_dir),
-            "--fine-tune-type", fine_tune_type, "--num-layers", str(num_layers), "--batch-size", str(batch),
-            "--iters", str(iters), "--max-seq-length", str(seq), "--steps-per-eval", "100000",
-            "--val-batches", "1", "--save-every", "100000", "--steps-per-report", "10",
-            "--adapter-path", str(adapter_dir), "--learning-rate", str(lr), "--optimizer", "adam",
-            "--seed", "0"]  # fmt: skip
+    return [
+        *head,
+        "lora",
+        "--model",
+        str(model_path),
+        "--train",
+        "--data",
+        str(data_dir),
+        "--fine-tune-type",
+        fine_tune_type,
+        "--num-layers",
+        str(num_layers),
+        "--batch-size",
+        str(batch),
+        "--iters",
+        str(iters),
+        "--max-seq-length",
+        str(seq),
+        "--steps-per-eval",
+        "100000",
+        "--val-batches",
+        "1",
+        "--save-every",
+        "100000",
+        "--steps-per-report",
+        "10",
+        "--adapter-path",
+        str(adapter_dir),
+        "--learning-rate",
+        str(lr),
+        "--optimizer",
+        "adam",
+        "--seed",
+        "0",
+    ]
 
 
 def ensure_models(names: list[str]) -> dict[str, Path]:
     home = Path(os.environ["FORGELLM_HOME"])
     paths = {n: home / "models" / n for n in names}
     if not all((p / "config.json").is_file() for p in paths.values()):
-        subprocess.run([PY, "-m", "forgellm", "tiny", "--all"], cwd=ROOT, check=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+        subprocess.run(
+            [PY, "-m", "forgellm", "tiny", "--all"], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
     return paths
 
 
@@ -209,8 +288,9 @@ for batch, lengths in iterate_batches(ds, a["batch"], a["mlx_seq"], loop=False):
     counted.append(int(((steps[None] >= ln[:, :1]) & (steps[None] <= ln[:, 1:])).sum()))
     widths.append(int(b.shape[1]))
 d = np.array(diffs)
-out["mlx_lm"] = {"rows": len(rows), "reencode_len_diff": {"min": int(d.min()), "max": int(d.max()), "mean": float(d.mean()),
-                 "exact_fraction": float((d == 0).mean())},
+out["mlx_lm"] = {"rows": len(rows),
+                 "reencode_len_diff": {"min": int(d.min()), "max": int(d.max()), "mean": float(d.mean()),
+                                       "exact_fraction": float((d == 0).mean())},
                  "batches_per_epoch": len(real), "trained_targets_per_step": float(np.mean(real)),
                  "trained_targets_per_step_min": int(min(real)), "counted_tokens_per_step": float(np.mean(counted)),
                  "batch_width": sorted(set(widths))}
@@ -218,17 +298,38 @@ print("PREP_JSON " + json.dumps(out))
 """
 
 
-def prep_child(code: str, model: str, model_path: Path, seq: int, batch: int, out_dir: Path,
-               data: Path = ROOT / "dataset" / "beekeeping", extra: dict | None = None) -> dict:  # fmt: skip
+def prep_child(
+    code: str,
+    model: str,
+    model_path: Path,
+    seq: int,
+    batch: int,
+    out_dir: Path,
+    data: Path = ROOT / "dataset" / "beekeeping",
+    extra: dict | None = None,
+) -> dict:
     """Run a data-preparation child script (`code`, which prints one `PREP_JSON {...}` line) and parse it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = {"model": model, "model_path": str(model_path), "data": str(data), "seq": seq,
-            "mlx_seq": seq + 1, "batch": batch, "out_dir": str(out_dir), **(extra or {})}  # fmt: skip
-    res = subprocess.run([PY, "-c", code, json.dumps(args)], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    args = {
+        "model": model,
+        "model_path": str(model_path),
+        "data": str(data),
+        "seq": seq,
+        "mlx_seq": seq + 1,
+        "batch": batch,
+        "out_dir": str(out_dir),
+        **(extra or {}),
+    }
+    res = subprocess.run(
+        [PY, "-c", code, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     if res.returncode:
         raise SystemExit(f"data preparation failed:\n{res.stderr[-4000:]}")
-    line = next(l for l in res.stdout.splitlines() if l.startswith("PREP_JSON "))
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("PREP_JSON "))
     return json.loads(line[len("PREP_JSON ") :])
 
 
@@ -245,20 +346,31 @@ def writer_overhead(folder: Path, calls: int = 1000) -> dict:
     sys.path.insert(0, str(ROOT))
     from forgellm import runs
 
-    writer = runs.RunWriter(folder, {"state": "running", "pid": os.getpid(), "step": 0, "total_steps": 1000})
+    writer = runs.RunWriter(folder, runs.RunStatus(state="running", pid=os.getpid(), total_steps=1000))
     t0 = time.perf_counter()
     for step in range(1, calls + 1):
-        record = {"step": step, "split": "train", "loss": 3.14159, "lr": 1e-4, "tokens_per_sec": 12345.6,
-                  "trained_tokens": step * 1024, "peak_memory_gb": 0.1234, "epoch": round(step / 313, 4)}  # fmt: skip
+        record = runs.TrainRecord(
+            step=step,
+            loss=3.14159,
+            lr=1e-4,
+            tokens_per_sec=12345.6,
+            trained_tokens=step * 1024,
+            peak_memory_gb=0.1234,
+            epoch=round(step / 313, 4),
+        )
         writer.log_metrics(record)
-        writer.set_status(step=step, epoch=record["epoch"], tokens_per_sec=record["tokens_per_sec"], eta_s=12.3)
+        writer.set_status(step=step, epoch=record.epoch, tokens_per_sec=record.tokens_per_sec, eta_s=12.3)
     per_report = (time.perf_counter() - t0) / calls
     t0 = time.perf_counter()
     for step in range(calls):
-        writer.log_metrics({"step": step, "split": "train", "loss": 1.0})
+        writer.log_metrics(runs.TrainRecord(step=step, loss=1.0))
     per_metrics = (time.perf_counter() - t0) / calls
-    return {"calls": calls, "per_report_s": per_report, "log_metrics_s": per_metrics,
-            "set_status_s": per_report - per_metrics}  # fmt: skip
+    return {
+        "calls": calls,
+        "per_report_s": per_report,
+        "log_metrics_s": per_metrics,
+        "set_status_s": per_report - per_metrics,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -282,16 +394,25 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="forgellm-train-bench-"))
-    results: dict = {"cases": [], "blas_threads": None, "stock_peer": [], "overhead": None,
-                     "cpu_count": len(os.sched_getaffinity(0)), "forgellm_home": os.environ["FORGELLM_HOME"]}  # fmt: skip
+    results: dict = {
+        "cases": [],
+        "blas_threads": None,
+        "stock_peer": [],
+        "overhead": None,
+        "cpu_count": len(os.sched_getaffinity(0)),
+        "forgellm_home": os.environ["FORGELLM_HOME"],
+    }
     try:
         wait = wait_for_quiet(args.max_load, args.max_wait)
         ov = writer_overhead(work / "overhead")
         ov["load"] = wait
         results["overhead"] = ov
-        print(f"RunWriter: log_metrics + set_status = {ov['per_report_s'] * 1e3:.3f} ms per report "
-              f"(log_metrics {ov['log_metrics_s'] * 1e3:.3f} ms, set_status {ov['set_status_s'] * 1e3:.3f} ms; "
-              f"1000 calls, load {wait['load1']})", flush=True)  # fmt: skip
+        print(
+            f"RunWriter: log_metrics + set_status = {ov['per_report_s'] * 1e3:.3f} ms per report "
+            f"(log_metrics {ov['log_metrics_s'] * 1e3:.3f} ms, set_status {ov['set_status_s'] * 1e3:.3f} ms; "
+            f"1000 calls, load {wait['load1']})",
+            flush=True,
+        )
         if not args.overhead_only:
             run_cases(args, work, results)
         report(results)
@@ -320,10 +441,13 @@ def run_cases(args: argparse.Namespace, work: Path, results: dict) -> None:
         prep = prepare_data(model, paths[model], seq, batch, data_dir)
         f_tokens = batch * prep["forgellm"]["targets_per_row"]
         m_tokens = prep["mlx_lm"]["trained_targets_per_step"]
-        print(f"\n## {model}: batch {batch} x {seq}, N1={n1}, N2={n2}; per step ForgeLLM trains {f_tokens} targets, "
-              f"mlx-lm {m_tokens:g} (min {prep['mlx_lm']['trained_targets_per_step_min']}, its own count "
-              f"{prep['mlx_lm']['counted_tokens_per_step']:g}); re-encode length diff {prep['mlx_lm']['reencode_len_diff']}",
-              flush=True)  # fmt: skip
+        print(
+            f"\n## {model}: batch {batch} x {seq}, N1={n1}, N2={n2}; per step ForgeLLM trains {f_tokens} targets, "
+            f"mlx-lm {m_tokens:g} (min {prep['mlx_lm']['trained_targets_per_step_min']}, its own count "
+            f"{prep['mlx_lm']['counted_tokens_per_step']:g}); "
+            f"re-encode length diff {prep['mlx_lm']['reencode_len_diff']}",
+            flush=True,
+        )
         # (case label, tool, fine_tune_type, num_layers, N1, N2)
         plan = []
         if "lora" in cases:
@@ -338,24 +462,38 @@ def run_cases(args: argparse.Namespace, work: Path, results: dict) -> None:
             plan += [("full", "forgellm OPENBLAS_NUM_THREADS=1", "full", -1, n1, n2)]
         if args.stock_peer and model == "tiny":  # the reference BLAS is ~10x slower: fewer steps
             s1, s2 = max(2, n1 // 2), max(4, n1 // 2 + (n2 - n1) // 5)
-            plan += [("lora", "mlx-lm (stock BLAS)", "lora", -1, s1, s2), ("full", "mlx-lm (stock BLAS)", "full", -1, s1, s2)]
+            plan += [
+                ("lora", "mlx-lm (stock BLAS)", "lora", -1, s1, s2),
+                ("full", "mlx-lm (stock BLAS)", "full", -1, s1, s2),
+            ]
         timings: dict[tuple, list[list[ChildRun]]] = {p: [[], []] for p in plan}
         for rep in range(args.repeat):
             for which in (0, 1):
                 for p in plan:
                     label, tool, ftt, layers = p[:4]
                     n = p[4 + which]
-                    tag = f"{model}-{label}-{tool.split()[0]}{'-1t' if 'THREADS' in tool else ''}{'-stock' if 'stock' in tool else ''}-{n}-{rep}"
+                    tag = (
+                        f"{model}-{label}-{tool.split()[0]}{'-1t' if 'THREADS' in tool else ''}"
+                        f"{'-stock' if 'stock' in tool else ''}-{n}-{rep}"
+                    )
                     log = work / f"{tag}.log"
                     common = dict(fine_tune_type=ftt, num_layers=layers, batch=batch, iters=n, lr=lr)
                     env = {}
                     if tool.startswith("forgellm"):
-                        argv = forgellm_argv(model, ROOT / "dataset" / "beekeeping", work / "runs", tag, seq=seq, **common)
+                        argv = forgellm_argv(
+                            model, ROOT / "dataset" / "beekeeping", work / "runs", tag, seq=seq, **common
+                        )
                         if "THREADS" in tool:
                             env["OPENBLAS_NUM_THREADS"] = "1"
                     else:
-                        argv = mlx_lm_argv(paths[model], data_dir, work / f"adapters-{tag}", seq=seq + 1,
-                                           stock="stock" in tool, **common)  # fmt: skip
+                        argv = mlx_lm_argv(
+                            paths[model],
+                            data_dir,
+                            work / f"adapters-{tag}",
+                            seq=seq + 1,
+                            stock="stock" in tool,
+                            **common,
+                        )
                     run = run_child(argv, log, env=env, **kw)
                     if tool.startswith("forgellm"):
                         run.load["metrics_tokens_per_s"] = forgellm_metrics_tokens_per_s(work / "runs" / tag)
@@ -363,33 +501,53 @@ def run_cases(args: argparse.Namespace, work: Path, results: dict) -> None:
                     else:
                         shutil.rmtree(work / f"adapters-{tag}", ignore_errors=True)
                     timings[p][which].append(run)
-                    print(f"  {label:12s} {tool:32s} N={n:4d}  {run.wall_s:7.2f}s  RSS {run.maxrss_mb:7.1f} MB  "
-                          f"load {run.load['load1']}{'' if run.load['quiet'] else ' (NOT quiet)'} waited {run.load['waited_s']}s",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"  {label:12s} {tool:32s} N={n:4d}  {run.wall_s:7.2f}s  RSS {run.maxrss_mb:7.1f} MB  "
+                        f"load {run.load['load1']}{'' if run.load['quiet'] else ' (NOT quiet)'} "
+                        f"waited {run.load['waited_s']}s",
+                        flush=True,
+                    )
         for p in plan:
             label, tool, ftt, layers, p1, p2 = p
             r1, r2 = timings[p]
             t1, t2 = min(r.wall_s for r in r1), min(r.wall_s for r in r2)
             tokens = f_tokens if tool.startswith("forgellm") else m_tokens
             s = steady(p1, p2, t1, t2, tokens)
-            results["cases"].append({
-                "model": model, "case": label, "tool": tool, "fine_tune_type": ftt, "num_layers": layers,
-                "batch": batch, "seq": seq, "n1": p1, "n2": p2, "t1_s": t1, "t2_s": t2,
-                "t1_all_s": [r.wall_s for r in r1], "t2_all_s": [r.wall_s for r in r2],
-                "tokens_per_step": tokens, **s,
-                "peak_rss_mb": max(r.maxrss_mb for r in r1 + r2),
-                "loads": [r.load["load1"] for r in r1 + r2],
-                "all_quiet": all(r.load["quiet"] for r in r1 + r2),
-                "forgellm_logged_tokens_per_s": [r.load.get("metrics_tokens_per_s") for r in r2] if tool.startswith("forgellm") else None,
-                "data": prep,
-            })  # fmt: skip
+            results["cases"].append(
+                {
+                    "model": model,
+                    "case": label,
+                    "tool": tool,
+                    "fine_tune_type": ftt,
+                    "num_layers": layers,
+                    "batch": batch,
+                    "seq": seq,
+                    "n1": p1,
+                    "n2": p2,
+                    "t1_s": t1,
+                    "t2_s": t2,
+                    "t1_all_s": [r.wall_s for r in r1],
+                    "t2_all_s": [r.wall_s for r in r2],
+                    "tokens_per_step": tokens,
+                    **s,
+                    "peak_rss_mb": max(r.maxrss_mb for r in r1 + r2),
+                    "loads": [r.load["load1"] for r in r1 + r2],
+                    "all_quiet": all(r.load["quiet"] for r in r1 + r2),
+                    "forgellm_logged_tokens_per_s": [r.load.get("metrics_tokens_per_s") for r in r2]
+                    if tool.startswith("forgellm")
+                    else None,
+                    "data": prep,
+                }
+            )
 
 
 def report(results: dict) -> None:
     cases = results["cases"]
     ov = results["overhead"]
     if cases:
-        peer = {(c["model"], "full" if c["case"] == "full-blocks" else c["case"]): c for c in cases if c["tool"] == "mlx-lm"}
+        peer = {
+            (c["model"], "full" if c["case"] == "full-blocks" else c["case"]): c for c in cases if c["tool"] == "mlx-lm"
+        }
         rows = []
         for c in cases:
             p = peer.get((c["model"], "full" if c["case"] == "full-blocks" else c["case"]))
@@ -398,33 +556,89 @@ def report(results: dict) -> None:
             rr = "" if is_peer or not p else f"{c['peak_rss_mb'] / p['peak_rss_mb']:.3f}"
             what = c["case"]
             if c["fine_tune_type"] == "full":
-                what += " (blocks + embeddings)" if c["num_layers"] == -1 and c["tool"].startswith("forgellm") else " (blocks only)"
+                what += (
+                    " (blocks + embeddings)"
+                    if c["num_layers"] == -1 and c["tool"].startswith("forgellm")
+                    else " (blocks only)"
+                )
             logged = c.get("forgellm_logged_tokens_per_s") or []
             logged = f"{statistics.mean(logged):,.0f}" if logged and None not in logged else ""
-            rows.append([f"{c['model']} {what} {c['batch']}x{c['seq']}", c["tool"], f"{c['tokens_per_s']:,.0f}", tr,
-                         f"{c['peak_rss_mb']:.0f}", rr, f"{c['step_s'] * 1e3:.1f}",
-                         f"{c['n1']}/{c['n2']}: {c['t1_s']:.1f}/{c['t2_s']:.1f}", logged,
-                         " ".join(f"{x:.2f}" for x in c["loads"]) + ("" if c["all_quiet"] else " (!)")])  # fmt: skip
-        print("\nSteady-state tokens/s = (N2-N1) x targets/step / (T2-T1); ratios are ForgeLLM / mlx-lm (same BLAS)."
-              " Goal: tokens/s ratio >= 0.98, RSS ratio <= 1.1.\n")  # fmt: skip
-        print(md_table(["case", "tool", "tokens/s", "ratio", "peak RSS MB", "ratio", "ms/step", "N1/N2: T1/T2 s",
-                        "ForgeLLM's own logged tok/s", "load1 at each run start"], rows))  # fmt: skip
-        threads = [c for c in cases if c["model"] == "tiny" and c["case"] == "full" and c["tool"].startswith("forgellm")]
+            rows.append(
+                [
+                    f"{c['model']} {what} {c['batch']}x{c['seq']}",
+                    c["tool"],
+                    f"{c['tokens_per_s']:,.0f}",
+                    tr,
+                    f"{c['peak_rss_mb']:.0f}",
+                    rr,
+                    f"{c['step_s'] * 1e3:.1f}",
+                    f"{c['n1']}/{c['n2']}: {c['t1_s']:.1f}/{c['t2_s']:.1f}",
+                    logged,
+                    " ".join(f"{x:.2f}" for x in c["loads"]) + ("" if c["all_quiet"] else " (!)"),
+                ]
+            )
+        print(
+            "\nSteady-state tokens/s = (N2-N1) x targets/step / (T2-T1); ratios are ForgeLLM / mlx-lm (same BLAS)."
+            " Goal: tokens/s ratio >= 0.98, RSS ratio <= 1.1.\n"
+        )
+        print(
+            md_table(
+                [
+                    "case",
+                    "tool",
+                    "tokens/s",
+                    "ratio",
+                    "peak RSS MB",
+                    "ratio",
+                    "ms/step",
+                    "N1/N2: T1/T2 s",
+                    "ForgeLLM's own logged tok/s",
+                    "load1 at each run start",
+                ],
+                rows,
+            )
+        )
+        threads = [
+            c for c in cases if c["model"] == "tiny" and c["case"] == "full" and c["tool"].startswith("forgellm")
+        ]
         if len(threads) == 2:
             print("\nForgeLLM, tiny CPT (full, num_layers -1):\n")
-            print(md_table(["OPENBLAS_NUM_THREADS", "tokens/s", "ms/step"],
-                           [["1" if "THREADS" in c["tool"] else "unset (2 cores)", f"{c['tokens_per_s']:,.0f}",
-                             f"{c['step_s'] * 1e3:.1f}"] for c in threads]))  # fmt: skip
+            print(
+                md_table(
+                    ["OPENBLAS_NUM_THREADS", "tokens/s", "ms/step"],
+                    [
+                        [
+                            "1" if "THREADS" in c["tool"] else "unset (2 cores)",
+                            f"{c['tokens_per_s']:,.0f}",
+                            f"{c['step_s'] * 1e3:.1f}",
+                        ]
+                        for c in threads
+                    ],
+                )
+            )
         rows = []
         for c in cases:
             if c["tool"].startswith("forgellm") and ov:
                 per_step = ov["per_report_s"] / 10
-                rows.append([f"{c['model']} {c['case']}", c["tool"], f"{c['step_s'] * 1e3:.1f}",
-                             f"{100 * per_step / c['step_s']:.3f}%", f"{100 * ov['per_report_s'] / c['step_s']:.3f}%"])  # fmt: skip
+                rows.append(
+                    [
+                        f"{c['model']} {c['case']}",
+                        c["tool"],
+                        f"{c['step_s'] * 1e3:.1f}",
+                        f"{100 * per_step / c['step_s']:.3f}%",
+                        f"{100 * ov['per_report_s'] / c['step_s']:.3f}%",
+                    ]
+                )
         if rows:
-            print(f"\nMetrics/status writing: {ov['per_report_s'] * 1e3:.3f} ms per report (log_metrics + set_status), "
-                  "one report every steps_per_report = 10 steps. Goal < 1% of the step time.\n")  # fmt: skip
-            print(md_table(["case", "tool", "step ms", "overhead per step (report every 10)", "if reporting every step"], rows))
+            print(
+                f"\nMetrics/status writing: {ov['per_report_s'] * 1e3:.3f} ms per report (log_metrics + set_status), "
+                "one report every steps_per_report = 10 steps. Goal < 1% of the step time.\n"
+            )
+            print(
+                md_table(
+                    ["case", "tool", "step ms", "overhead per step (report every 10)", "if reporting every step"], rows
+                )
+            )
     elif ov:
         print(json.dumps(ov, indent=2))
 

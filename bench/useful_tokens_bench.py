@@ -9,13 +9,14 @@ Corpus --corpus mixed (what a folder of notes, emails, abstracts, articles and c
 the text of dataset/beekeeping re-cut at paragraph ends into documents whose lengths are drawn
 log-uniformly between --min-chars and --max-chars (seeded), written as one JSONL file.
 
-Corpus --corpus beekeeping (default): dataset/beekeeping as one document per file or JSONL record (12 handbook chapters and 6 journal
-files of thousands of tokens, 45 articles of a few hundred), split into train/validation exactly as
-ForgeLLM splits it (the same seeded hash of each document's content), so both tools train on the same
-documents. mlx-lm gets them as train.jsonl / valid.jsonl with one `{"text": document}` line each: it
-tokenizes each document, appends EOS, truncates it to --max-seq-length (everything past that is never
-trained) and pads each batch to its longest row rounded up to 32 (+1). ForgeLLM packs all documents
-back to back into windows of max_seq_length + 1 tokens, every target trained.
+Corpus --corpus beekeeping (default): dataset/beekeeping as one document per file or JSONL record
+(12 handbook chapters and 6 journal files of thousands of tokens, 45 articles of a few hundred), split
+into train/validation exactly as ForgeLLM splits it (the same seeded hash of each document's content),
+so both tools train on the same documents. mlx-lm gets them as train.jsonl / valid.jsonl with one
+`{"text": document}` line each: it tokenizes each document, appends EOS, truncates it to
+--max-seq-length (everything past that is never trained) and pads each batch to its longest row
+rounded up to 32 (+1). ForgeLLM packs all documents back to back into windows of max_seq_length + 1
+tokens, every target trained.
 
 mlx-lm is given --max-seq-length seq + 1 so that both tools run at most `seq` input positions per row
 (mlx-lm's limit caps the whole row, inputs are row[:-1]); its batches are formed and counted with its own
@@ -109,7 +110,8 @@ out = {
     "forgellm": {"train_rows": p.train.rows, "targets_per_step": a["batch"] * L,
                  "trainable_targets": p.train.rows * L, "train_tokens_in_rows": rep["yield"]["train_tokens"],
                  "corpus_tokens": rep["yield"]["corpus_tokens"]},
-    "mlx_lm": {"batches_per_epoch": len(real), "useful_per_epoch": int(sum(real)), "counted_per_epoch": int(sum(counted)),
+    "mlx_lm": {"batches_per_epoch": len(real), "useful_per_epoch": int(sum(real)),
+               "counted_per_epoch": int(sum(counted)),
                "computed_positions_per_epoch": int(sum(computed)), "batch_widths": sorted(set(widths)),
                "rows_used_per_epoch": len(real) * a["batch"], "rows": len(rows),
                "trainable_targets": int(sum(real)), "useful_per_step": float(np.mean(real)),
@@ -156,8 +158,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--corpus", default="beekeeping", choices=["beekeeping", "mixed"])
-    ap.add_argument("--sort-for-mlx-lm", action="store_true",
-                    help="give mlx-lm its training documents shortest first, so its batches hold similar lengths")
+    ap.add_argument(
+        "--sort-for-mlx-lm",
+        action="store_true",
+        help="give mlx-lm its training documents shortest first, so its batches hold similar lengths",
+    )
     ap.add_argument("--min-chars", type=int, default=200, help="--corpus mixed: shortest document drawn")
     ap.add_argument("--max-chars", type=int, default=16000, help="--corpus mixed: longest document drawn")
     ap.add_argument("--seq", type=int, default=256, help="max_seq_length (default 256)")
@@ -181,12 +186,18 @@ def main() -> None:
         f, m, d = prep["forgellm"], prep["mlx_lm"], prep["documents"]
         e1, e2 = map(int, args.epochs.split(","))
         n1, n2 = e1 * m["batches_per_epoch"], e2 * m["batches_per_epoch"]
-        print(f"corpus: {d['total']} documents, {d['train']} train / {d['val']} val; train documents have "
-              f"{d['train_doc_tokens_min_median_max']} tokens (min/median/max), {d['train_docs_longer_than_row']} of "
-              f"{d['train']} are longer than a row of {args.seq + 1}", flush=True)  # fmt: skip
-        print(f"mlx-lm: {m['batches_per_epoch']} batches per epoch, widths {m['batch_widths']}, padding "
-              f"{100 * m['padding_fraction']:.1f}% of computed positions, {m['useful_per_step']:.1f} useful targets/step "
-              f"(its own count {m['counted_per_epoch'] / m['batches_per_epoch']:.1f}); N1={n1}, N2={n2}", flush=True)  # fmt: skip
+        print(
+            f"corpus: {d['total']} documents, {d['train']} train / {d['val']} val; train documents have "
+            f"{d['train_doc_tokens_min_median_max']} tokens (min/median/max), {d['train_docs_longer_than_row']} of "
+            f"{d['train']} are longer than a row of {args.seq + 1}",
+            flush=True,
+        )
+        print(
+            f"mlx-lm: {m['batches_per_epoch']} batches per epoch, widths {m['batch_widths']}, padding "
+            f"{100 * m['padding_fraction']:.1f}% of computed positions, {m['useful_per_step']:.1f} useful targets/step "
+            f"(its own count {m['counted_per_epoch'] / m['batches_per_epoch']:.1f}); N1={n1}, N2={n2}",
+            flush=True,
+        )
         common = dict(fine_tune_type=args.fine_tune_type, num_layers=-1, batch=args.batch, lr=args.lr)
         times: dict[str, dict[int, list]] = {"forgellm": {n1: [], n2: []}, "mlx-lm": {n1: [], n2: []}}
         loads = []
@@ -197,11 +208,11 @@ def main() -> None:
         for rep, n, tool in plan:
             tag = f"{tool}-{n}-{rep}"
             if tool == "forgellm":
-                argv = forgellm_argv(args.model, data, work / "runs", tag,
-                                     iters=n, seq=args.seq, **common)  # fmt: skip
+                argv = forgellm_argv(args.model, data, work / "runs", tag, iters=n, seq=args.seq, **common)
             else:
-                argv = mlx_lm_argv(model_path, work / "data", work / f"adapters-{tag}", iters=n,
-                                   seq=args.seq + 1, **common)  # fmt: skip
+                argv = mlx_lm_argv(
+                    model_path, work / "data", work / f"adapters-{tag}", iters=n, seq=args.seq + 1, **common
+                )
             run = run_child(argv, work / f"{tag}.log", max_load=args.max_load, max_wait=args.max_wait)
             shutil.rmtree(work / "runs" / tag, ignore_errors=True)
             shutil.rmtree(work / f"adapters-{tag}", ignore_errors=True)
@@ -209,32 +220,79 @@ def main() -> None:
                 continue
             times[tool][n].append(run.wall_s)
             loads.append(run.load["load1"])
-            print(f"  {tool:9s} N={n:4d} {run.wall_s:7.2f}s  RSS {run.maxrss_mb:6.1f} MB  load {run.load['load1']}"
-                  f"{'' if run.load['quiet'] else ' (NOT quiet)'}", flush=True)  # fmt: skip
+            print(
+                f"  {tool:9s} N={n:4d} {run.wall_s:7.2f}s  RSS {run.maxrss_mb:6.1f} MB  load {run.load['load1']}"
+                f"{'' if run.load['quiet'] else ' (NOT quiet)'}",
+                flush=True,
+            )
         useful = {"forgellm": (n2 - n1) * f["targets_per_step"], "mlx-lm": (e2 - e1) * m["useful_per_epoch"]}
-        computed = {"forgellm": (n2 - n1) * f["targets_per_step"], "mlx-lm": (e2 - e1) * m["computed_positions_per_epoch"]}
-        result = {"corpus": args.corpus, "sort_for_mlx_lm": args.sort_for_mlx_lm, "seq": args.seq, "batch": args.batch, "n1": n1, "n2": n2, "prep": prep, "loads": loads, "tools": {}}
+        computed = {
+            "forgellm": (n2 - n1) * f["targets_per_step"],
+            "mlx-lm": (e2 - e1) * m["computed_positions_per_epoch"],
+        }
+        result = {
+            "corpus": args.corpus,
+            "sort_for_mlx_lm": args.sort_for_mlx_lm,
+            "seq": args.seq,
+            "batch": args.batch,
+            "n1": n1,
+            "n2": n2,
+            "prep": prep,
+            "loads": loads,
+            "tools": {},
+        }
         for tool in ("forgellm", "mlx-lm"):
             t1, t2 = min(times[tool][n1]), min(times[tool][n2])
-            result["tools"][tool] = {"t1_s": t1, "t2_s": t2, "useful_tokens": useful[tool],
-                                     "useful_tokens_per_s": useful[tool] / (t2 - t1),
-                                     "computed_positions_per_s": computed[tool] / (t2 - t1)}  # fmt: skip
+            result["tools"][tool] = {
+                "t1_s": t1,
+                "t2_s": t2,
+                "useful_tokens": useful[tool],
+                "useful_tokens_per_s": useful[tool] / (t2 - t1),
+                "computed_positions_per_s": computed[tool] / (t2 - t1),
+            }
         fr, mr = result["tools"]["forgellm"], result["tools"]["mlx-lm"]
         ratio = fr["useful_tokens_per_s"] / mr["useful_tokens_per_s"]
         result["ratio"] = ratio
         train_tokens = d["train_tokens_forgellm"]
         rows = [
-            ["ForgeLLM (packed windows)", f"{fr['useful_tokens_per_s']:,.0f}", f"{ratio:.3f}", f"{fr['computed_positions_per_s']:,.0f}",
-             f"{f['trainable_targets']:,} of {train_tokens:,} ({100 * f['trainable_targets'] / train_tokens:.1f}%)",
-             f"{f['train_rows']} rows", f"{n1}/{n2}: {fr['t1_s']:.1f}/{fr['t2_s']:.1f}"],
-            ["mlx-lm {\"text\"} (truncate + pad)", f"{mr['useful_tokens_per_s']:,.0f}", "1.000", f"{mr['computed_positions_per_s']:,.0f}",
-             f"{m['trainable_targets']:,} of {train_tokens:,} ({100 * m['trainable_targets'] / train_tokens:.1f}%)",
-             f"{m['rows_used_per_epoch']} rows ({100 * m['padding_fraction']:.1f}% padding)", f"{n1}/{n2}: {mr['t1_s']:.1f}/{mr['t2_s']:.1f}"],
-        ]  # fmt: skip
-        print(f"\n{args.model}, {args.fine_tune_type}, {args.corpus} corpus, batch {args.batch} x {args.seq}; load1 at run starts: {loads}. "
-              "Goal: useful tokens/s ratio >= 1.3.\n")  # fmt: skip
-        print(md_table(["path", "useful tokens/s", "ratio", "positions computed/s", "train-split tokens it can train on",
-                        "one epoch", "N1/N2: T1/T2 s"], rows))  # fmt: skip
+            [
+                "ForgeLLM (packed windows)",
+                f"{fr['useful_tokens_per_s']:,.0f}",
+                f"{ratio:.3f}",
+                f"{fr['computed_positions_per_s']:,.0f}",
+                f"{f['trainable_targets']:,} of {train_tokens:,} ({100 * f['trainable_targets'] / train_tokens:.1f}%)",
+                f"{f['train_rows']} rows",
+                f"{n1}/{n2}: {fr['t1_s']:.1f}/{fr['t2_s']:.1f}",
+            ],
+            [
+                'mlx-lm {"text"} (truncate + pad)',
+                f"{mr['useful_tokens_per_s']:,.0f}",
+                "1.000",
+                f"{mr['computed_positions_per_s']:,.0f}",
+                f"{m['trainable_targets']:,} of {train_tokens:,} ({100 * m['trainable_targets'] / train_tokens:.1f}%)",
+                f"{m['rows_used_per_epoch']} rows ({100 * m['padding_fraction']:.1f}% padding)",
+                f"{n1}/{n2}: {mr['t1_s']:.1f}/{mr['t2_s']:.1f}",
+            ],
+        ]
+        print(
+            f"\n{args.model}, {args.fine_tune_type}, {args.corpus} corpus, batch {args.batch} x {args.seq}; "
+            f"load1 at run starts: {loads}. "
+            "Goal: useful tokens/s ratio >= 1.3.\n"
+        )
+        print(
+            md_table(
+                [
+                    "path",
+                    "useful tokens/s",
+                    "ratio",
+                    "positions computed/s",
+                    "train-split tokens it can train on",
+                    "one epoch",
+                    "N1/N2: T1/T2 s",
+                ],
+                rows,
+            )
+        )
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
     finally:

@@ -104,10 +104,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     from .launcher import require_running, stop
+    from .procs import pid_alive
 
     pid = require_running(args.run_dir)
-    stop(args.run_dir, wait_s=args.wait)
-    print(f"sent SIGTERM to trainer {pid} of {args.run_dir}")
+    if not stop(args.run_dir, wait_s=args.wait):
+        print(f"trainer {pid} of {args.run_dir} ended before it could be signalled")
+        return 0
+    if args.wait and pid_alive(pid):
+        print(f"sent SIGTERM to trainer {pid} of {args.run_dir}; still saving after {args.wait:g} s", file=sys.stderr)
+        return 1
+    print(f"sent SIGTERM to trainer {pid} of {args.run_dir}" + (" and it exited" if args.wait else ""))
     return 0
 
 

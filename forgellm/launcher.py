@@ -12,6 +12,7 @@ recorded start time and is a ForgeLLM trainer. Nothing here imports MLX or the t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -40,8 +41,7 @@ def create_run(cfg: TrainConfig) -> Path:
         ForgeError: when `cfg.run_name` names a folder that already exists.
     """
     run_dir = runs.create_run_dir(run_parent(cfg), cfg.run_name, runs.new_run_name(cfg.train_type, cfg.model))
-    cfg.run_name = run_dir.name
-    atomic.write_text(run_dir / runs.CONFIG_FILE, dump_yaml(cfg))
+    atomic.write_text(run_dir / runs.CONFIG_FILE, dump_yaml(dataclasses.replace(cfg, run_name=run_dir.name)))
     return run_dir
 
 

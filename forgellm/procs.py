@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import IO
 
+_HAS_PROC = Path("/proc/self/stat").exists()  # Linux; macOS answers through `ps`
+
 
 def pid_alive(pid: int | None) -> bool:
     """True when `pid` names a live process (a zombie that has exited but not been reaped is not)."""
@@ -39,6 +41,8 @@ def _is_zombie(pid: int) -> bool:
     fields = _proc_stat_fields(pid)
     if fields is not None:
         return fields[0] == "Z"
+    if _HAS_PROC:  # it exited between the two looks: as good as a zombie
+        return True
     state = _ps(pid, "stat=")
     return state.startswith("Z")
 
@@ -62,7 +66,7 @@ def process_start_time(pid: int | None) -> str | None:
     fields = _proc_stat_fields(int(pid))
     if fields is not None:
         return fields[19] if len(fields) > 19 else None  # field 22 of stat: start time in clock ticks
-    if Path("/proc/self/stat").exists():  # a /proc system where the pid is gone
+    if _HAS_PROC:  # the pid is gone
         return None
     return _ps(int(pid), "lstart=") or None
 

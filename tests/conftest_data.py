@@ -1,6 +1,6 @@
 """Shared fixtures for the data-pipeline tests: small real fast tokenizers and corpus builders.
 
-Imported by tests/test_data_*.py (`from conftest_data import ...`); tests/conftest.py belongs to others.
+Registered as a plugin by tests/conftest.py (fixtures); helpers are imported with `from conftest_data import ...`.
 The tokenizers are byte-level BPEs trained in-process on a few KB of text, so tests are offline and fast.
 """
 
@@ -39,7 +39,10 @@ def _train_tokenizer(chat_template: str | None, texts: list[str] | None = None):
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=400,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     backend.train_from_iterator(texts or sentences(300) + ["user assistant system"], trainer=trainer)
     tok = PreTrainedTokenizerFast(

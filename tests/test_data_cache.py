@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest_data import cfg, doc, new_word_tokenizer, wtok  # noqa: F401 (fixture)
+from conftest_data import cfg, doc, new_word_tokenizer
 
 from forgellm.data import prepare
 from forgellm.data.tokens import TokenizerInfo
@@ -61,7 +61,9 @@ def test_changed_file_tokenizer_or_setting_rebuilds(corpus, wtok, calls, tmp_pat
     assert not prepare(c, other, cache_dir=tmp_path / "cache").report["cache"]["hit"]
 
     for setting in ({"max_seq_length": 9}, {"seed": 3}, {"val_fraction": 0.3}, {"text_field": "body"}):
-        assert not prepare(cfg(data=corpus, **{"max_seq_length": 8, **setting}), wtok, cache_dir=tmp_path / "cache").report["cache"]["hit"]
+        assert not prepare(
+            cfg(data=corpus, **{"max_seq_length": 8, **setting}), wtok, cache_dir=tmp_path / "cache"
+        ).report["cache"]["hit"]
     (corpus / "new.txt").write_text(doc("doc9", 30))
     assert not prepare(c, wtok, cache_dir=tmp_path / "cache").report["cache"]["hit"]
 

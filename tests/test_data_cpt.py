@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest_data import cfg, doc, make_tokenizer, paragraph_tokenizer, wtok  # noqa: F401 (fixture)
+from conftest_data import cfg, doc, make_tokenizer, paragraph_tokenizer
 
 from forgellm.data import prepare
 from forgellm.errors import ForgeError
@@ -45,7 +45,12 @@ def known_corpus(tmp_path):
     lengths = [30, 41, 25, 60, 33, 47, 38, 29, 52, 44]  # words; tokens = words + 1 (EOS)
     for i, n in enumerate(lengths[:8]):
         (root / ("sub" if i % 2 else "") / f"d{i}.txt").write_text(doc(f"doc{i}", n, start=i * 7), encoding="utf-8")
-    records = [{"text": doc("doc8", lengths[8])}, {"text": doc("doc9", lengths[9])}, {"text": "  "}, {"text": doc("doc8", lengths[8])}]
+    records = [
+        {"text": doc("doc8", lengths[8])},
+        {"text": doc("doc9", lengths[9])},
+        {"text": "  "},
+        {"text": doc("doc8", lengths[8])},
+    ]
     (root / "more.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
     return root, {f"doc{i}": n + 1 for i, n in enumerate(lengths)}
@@ -65,6 +70,7 @@ def test_report_numbers_are_exact_on_a_known_corpus(known_corpus, wtok, tmp_path
     val_docs = {names[t] for t in np.asarray(p.val.tokens).ravel().tolist() if t in names}
     train_docs = {names[t] for t in np.asarray(p.train.tokens).ravel().tolist() if t in names}
     assert r["tokens"]["val"] == sum(tokens_of[d] for d in val_docs)
+    assert r["tokens"]["train"] == sum(tokens_of[d] for d in train_docs)
     for split, part in (("train", p.train), ("val", p.val)):
         s = r["splits"][split]
         total = r["tokens"][split]
@@ -237,8 +243,9 @@ def test_a_text_without_any_exact_cut_is_counted_in_the_report(tmp_path, monkeyp
     folder.mkdir()
     (folder / "a.txt").write_text("honeycomb" * 500, encoding="utf-8")  # no spaces or lines: cut inside a word
     (folder / "b.txt").write_text("beehive" * 600, encoding="utf-8")
-    r = prepare(cfg(data=str(folder), max_seq_length=16, val_fraction=0.5), make_tokenizer(),
-                cache_dir=tmp_path / "cache").report  # fmt: skip
+    r = prepare(
+        cfg(data=str(folder), max_seq_length=16, val_fraction=0.5), make_tokenizer(), cache_dir=tmp_path / "cache"
+    ).report
     assert r["tokenizer"]["cuts"] > 0
     assert 0 < r["tokenizer"]["inexact_cuts"] <= r["tokenizer"]["cuts"]
     assert any("changed the tokens" in n for n in r["notes"])
@@ -256,8 +263,12 @@ def test_a_cut_beside_a_long_run_is_checked_on_the_whole_run(monkeypatch):
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|im_end|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|im_end|>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     runs = [f"x{' ' * n}7" for n in (1, 2, 4, 8, 16, 32)]  # 40 spaces = 32 + 8
     backend.train_from_iterator((runs + ["Bees fly.\n\n"]) * 50, trainer=trainer)  # and a "\n\n" merge
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>")
@@ -271,16 +282,17 @@ def test_a_cut_beside_a_long_run_is_checked_on_the_whole_run(monkeypatch):
 
 
 def test_a_tokenizer_that_marks_every_input_start_is_cut_rarely():
+    from conftest_data import sentences
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from conftest_data import sentences
     from forgellm.data import tokens as tokens_module
 
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")  # "▁" before every input
-    backend.train_from_iterator(sentences(200), trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"],
-                                                                    show_progress=False))  # fmt: skip
+    backend.train_from_iterator(
+        sentences(200), trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"], show_progress=False)
+    )
     info = tokens_module.tokenizer_info(PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>"))
     assert info.piece_chars == tokens_module.UNCUTTABLE_PIECE_CHARS > tokens_module.PIECE_CHARS
 

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest_data import CHATML, cfg, make_tokenizer, make_word_tokenizer, tok, tok_plain, write_jsonl  # noqa: F401
+from conftest_data import CHATML, cfg, make_tokenizer, make_word_tokenizer, write_jsonl
 
 from forgellm.data import DEFAULT_CHAT_TEMPLATE, prepare, render_example
 from forgellm.data.formats import detect
@@ -28,7 +28,9 @@ def ift_cfg(root, **kw):
 
 def examples_in(split) -> list[tuple[np.ndarray, np.ndarray]]:
     """(tokens, mask) of each packed row's used part."""
-    return [(np.asarray(t)[:n], np.asarray(m)[:n]) for t, m, n in zip(split.tokens, split.mask, split.lengths)]
+    return [
+        (np.asarray(t)[:n], np.asarray(m)[:n]) for t, m, n in zip(split.tokens, split.mask, split.lengths, strict=True)
+    ]
 
 
 def expected_chatml(tokenizer, messages) -> tuple[list[int], list[int]]:
@@ -67,7 +69,7 @@ def test_multi_turn_mask_token_by_token(tmp_path, tok):
 def test_mask_prompt_off_trains_everything(tmp_path, tok):
     write_jsonl(tmp_path / "d" / "c.jsonl", [{"messages": MULTI_TURN}, {"messages": MULTI_TURN[1:3]}])
     p = prepare(ift_cfg(tmp_path / "d", mask_prompt=False), tok, cache_dir=tmp_path / "cache")
-    for t, m in examples_in(p.train) + examples_in(p.val):
+    for _t, m in examples_in(p.train) + examples_in(p.val):
         assert m[0] == 0 and m[1:].all()
 
 
@@ -89,13 +91,21 @@ def test_every_format_is_detected_and_normalised(tmp_path, tok):
     write_jsonl(d / "chat.jsonl", [{"messages": MULTI_TURN}])
     write_jsonl(d / "pc.jsonl", [{"prompt": "Say hi", "completion": "hi"}])
     write_jsonl(d / "alpaca.jsonl", [{"instruction": "Translate", "input": "abeille", "output": "bee"}])
-    write_jsonl(d / "sharegpt.jsonl", [{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}])
+    write_jsonl(
+        d / "sharegpt.jsonl", [{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}]
+    )
     write_jsonl(d / "text.jsonl", [{"text": "plain text example"}])
     (d / "list.json").write_text(json.dumps([{"prompt": "p2", "completion": "c2"}]))
     p = prepare(ift_cfg(d, val_fraction=0.2), tok, cache_dir=tmp_path / "cache")
     formats = {k.rsplit("/", 1)[-1]: v for k, v in p.report["ift"]["formats"].items()}
-    assert formats == {"chat.jsonl": "chat", "pc.jsonl": "completion", "alpaca.jsonl": "alpaca",
-                       "sharegpt.jsonl": "sharegpt", "text.jsonl": "text", "list.json": "completion"}  # fmt: skip
+    assert formats == {
+        "chat.jsonl": "chat",
+        "pc.jsonl": "completion",
+        "alpaca.jsonl": "alpaca",
+        "sharegpt.jsonl": "sharegpt",
+        "text.jsonl": "text",
+        "list.json": "completion",
+    }
     assert p.report["examples"]["kept"] == 6
     texts = []
     c = ift_cfg(d, val_fraction=0.2)
@@ -114,25 +124,38 @@ def test_filters_count_every_reason(tmp_path):
     d = tmp_path / "d"
     long_text = " ".join(f"w{i}" for i in range(40))
     good = [{"text": f"ex{i} w1 w2 w3"} for i in range(6)]
-    write_jsonl(d / "t.jsonl", good + [
-        {"text": "   "},                      # empty
-        {"text": long_text},                 # overlong (41 tokens > 17)
-        good[0],                             # duplicate
-        "{broken",                           # malformed JSON
-        {"messages": MULTI_TURN},            # another format in a text file: malformed
-        {"text": 5},                         # wrong type: malformed
-        {"nothing": "here"},                 # no known format: malformed
-    ])  # fmt: skip
-    write_jsonl(d / "c.jsonl", [
-        {"messages": [{"role": "user", "content": "w1"}, {"role": "assistant", "content": " "}]},  # empty answer
-        {"messages": [{"role": "assistant", "content": "w1"}]},  # must open with user: malformed
-        {"messages": [{"role": "user", "content": "w1"}, {"role": "tool", "content": "w2"}]},  # bad role
-    ])  # fmt: skip
+    write_jsonl(
+        d / "t.jsonl",
+        good
+        + [
+            {"text": "   "},  # empty
+            {"text": long_text},  # overlong (41 tokens > 17)
+            good[0],  # duplicate
+            "{broken",  # malformed JSON
+            {"messages": MULTI_TURN},  # another format in a text file: malformed
+            {"text": 5},  # wrong type: malformed
+            {"nothing": "here"},  # no known format: malformed
+        ],
+    )
+    write_jsonl(
+        d / "c.jsonl",
+        [
+            {"messages": [{"role": "user", "content": "w1"}, {"role": "assistant", "content": " "}]},  # empty answer
+            {"messages": [{"role": "assistant", "content": "w1"}]},  # must open with user: malformed
+            {"messages": [{"role": "user", "content": "w1"}, {"role": "tool", "content": "w2"}]},  # bad role
+        ],
+    )
     r = prepare(ift_cfg(d, max_seq_length=16), wt, cache_dir=tmp_path / "cache").report
     e = r["examples"]
     assert e["read"] == 16 and e["kept"] == 6
-    assert e["dropped"] == {"malformed": 6, "empty": 2, "duplicate": 1, "overlong": 1,
-                            "template_error": 0, "no_trainable_tokens": 0}  # fmt: skip
+    assert e["dropped"] == {
+        "malformed": 6,
+        "empty": 2,
+        "duplicate": 1,
+        "overlong": 1,
+        "template_error": 0,
+        "no_trainable_tokens": 0,
+    }
     lines = {(p["file"].rsplit("/", 1)[-1], p["line"]) for p in r["problems"]}
     assert {("t.jsonl", 7), ("t.jsonl", 8), ("t.jsonl", 10), ("t.jsonl", 11), ("c.jsonl", 1), ("c.jsonl", 3)} <= lines
     assert all(p["fix"] for p in r["problems"])
@@ -146,14 +169,16 @@ def test_filters_count_every_reason(tmp_path):
 def test_packing_keeps_examples_whole_and_reports_padding(tmp_path):
     wt = make_word_tokenizer()
     lengths = [3, 5, 9, 12, 16, 7, 4, 2, 10, 6, 8, 11]  # words; tokens = words + 1 (EOS)
-    write_jsonl(tmp_path / "d" / "t.jsonl", [{"text": " ".join([f"ex{i}"] + ["w1"] * (n - 1))} for i, n in enumerate(lengths)])
+    write_jsonl(
+        tmp_path / "d" / "t.jsonl", [{"text": " ".join([f"ex{i}"] + ["w1"] * (n - 1))} for i, n in enumerate(lengths)]
+    )
     p = prepare(ift_cfg(tmp_path / "d", max_seq_length=16, val_fraction=0.1), wt, cache_dir=tmp_path / "cache")
     eos, pad = wt.eos_token_id, wt.pad_token_id
     seen = []
     for split in (p.train, p.val):
         tokens, mask, lengths_used = np.asarray(split.tokens), np.asarray(split.mask), np.asarray(split.lengths)
         assert tokens.shape[1] == 17 and mask.dtype == np.uint8
-        for row, row_mask, used in zip(tokens, mask, lengths_used):
+        for row, row_mask, used in zip(tokens, mask, lengths_used, strict=True):
             assert (row[used:] == pad).all() and not row_mask[used:].any()  # padding is never trained
             pieces = np.split(row[:used], np.flatnonzero(row[:used] == eos)[:-1] + 1)
             for piece in pieces:
@@ -177,8 +202,10 @@ def test_template_errors_and_fallback_are_handled(tmp_path):
         "{% if loop.last %}{{ '!' }}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
     )
     d = tmp_path / "d"
-    write_jsonl(d / "c.jsonl", [{"messages": MULTI_TURN}, {"messages": MULTI_TURN[1:4] + [MULTI_TURN[4]]},
-                                {"messages": MULTI_TURN[1:3]}])  # fmt: skip
+    write_jsonl(
+        d / "c.jsonl",
+        [{"messages": MULTI_TURN}, {"messages": MULTI_TURN[1:4] + [MULTI_TURN[4]]}, {"messages": MULTI_TURN[1:3]}],
+    )
     p = prepare(ift_cfg(d), strict, cache_dir=tmp_path / "cache")
     e = p.report["examples"]
     assert e["dropped"]["template_error"] == 1 and e["kept"] == 2
@@ -186,7 +213,10 @@ def test_template_errors_and_fallback_are_handled(tmp_path):
     assert p.report["ift"]["template_fallbacks"] >= 1
     c = ift_cfg(d)
     trained = "".join(
-        s["text"] for split in ("train", "val") for s in render_example(c, strict, 0, split, prepared=p)["segments"] if s["trained"]
+        s["text"]
+        for split in ("train", "val")
+        for s in render_example(c, strict, 0, split, prepared=p)["segments"]
+        if s["trained"]
     )
     assert "A male bee." in trained and "What is a drone?" not in trained
 

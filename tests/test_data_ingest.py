@@ -11,7 +11,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest_data import cfg, doc, wtok  # noqa: F401 (fixture)
+from conftest_data import cfg, doc
 
 from forgellm.data import prepare, scan_files
 from forgellm.data.htmltext import visible_text
@@ -47,7 +47,15 @@ def test_json_list_of_strings_and_of_objects(tmp_path):
 
 def test_jsonl_with_configurable_field_and_bad_lines(tmp_path):
     path = tmp_path / "d.jsonl"
-    lines = ['{"content": "first"}', "", "{not json", '{"content": 5}', '{"title": "t"}', '"bare string"', '{"content": "last"}']
+    lines = [
+        '{"content": "first"}',
+        "",
+        "{not json",
+        '{"content": 5}',
+        '{"title": "t"}',
+        '"bare string"',
+        '{"content": "last"}',
+    ]
     path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
     found, problems, _ = docs_of(path, "content")
     assert found == ["first", "bare string", "last"]
@@ -183,8 +191,12 @@ def test_pdf_and_docx_go_through_their_optional_libraries(tmp_path, monkeypatch)
         def extract_text(self):
             return self.text
 
-    pypdf = types.SimpleNamespace(PdfReader=lambda path: types.SimpleNamespace(pages=[Page("Page one."), Page(None), Page("Page two.")]))
-    docx = types.SimpleNamespace(Document=lambda path: types.SimpleNamespace(paragraphs=[Page("Title"), Page("Body text.")]))
+    pypdf = types.SimpleNamespace(
+        PdfReader=lambda path: types.SimpleNamespace(pages=[Page("Page one."), Page(None), Page("Page two.")])
+    )
+    docx = types.SimpleNamespace(
+        Document=lambda path: types.SimpleNamespace(paragraphs=[Page("Title"), Page("Body text.")])
+    )
     monkeypatch.setitem(sys.modules, "pypdf", types.ModuleType("pypdf"))
     monkeypatch.setitem(sys.modules, "docx", types.ModuleType("docx"))
     sys.modules["pypdf"].PdfReader = pypdf.PdfReader

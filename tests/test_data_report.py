@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest_data import cfg, doc, make_tokenizer, write_jsonl, wtok  # noqa: F401
+from conftest_data import cfg, doc, make_tokenizer, write_jsonl
 
 from forgellm.data import data_command, format_report, load_tokenizer, prepare, render_example
 from forgellm.data.report import REPORT_KEYS
@@ -58,10 +58,18 @@ def test_render_example_cpt_marks_the_first_token_as_context(corpus, wtok, tmp_p
 
 def test_render_example_ift_shows_prompt_answer_and_padding(tmp_path):
     tok = make_tokenizer()
-    write_jsonl(tmp_path / "d" / "c.jsonl", [
-        {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]}
-        for i in range(3)
-    ])  # fmt: skip
+    write_jsonl(
+        tmp_path / "d" / "c.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": f"Question {i}?"},
+                    {"role": "assistant", "content": f"Answer {i}."},
+                ]
+            }
+            for i in range(3)
+        ],
+    )
     c = cfg(data=tmp_path / "d", train_type="ift", max_seq_length=200, val_fraction=0.3)
     shown = render_example(c, tok, 0, "val", prepared=prepare(c, tok, cache_dir=tmp_path / "cache"))
     kinds = [s["kind"] for s in shown["segments"]]
@@ -77,12 +85,28 @@ def test_data_command_text_and_json(corpus, wtok, tmp_path, monkeypatch):
     assert "Yield:" in data_command(c, tokenizer=wtok)
     report = json.loads(data_command(c, as_json=True, tokenizer=wtok))
     assert report["cache"]["hit"] is True and report["train_type"] == "cpt"
+    # The model folder is found exactly as training finds it: a folder without config.json is refused
+    # the same way, and a model folder gives its tokenizer.
     folder = tmp_path / "tok"
     wtok.save_pretrained(folder)
+    with pytest.raises(ForgeError, match="not a model folder"):
+        load_tokenizer(cfg(data=corpus, model=str(folder)))
+    (folder / "config.json").write_text('{"model_type": "llama"}')
     loaded = load_tokenizer(cfg(data=corpus, model=str(folder)))
     assert loaded.eos_token == "<eos>"
-    with pytest.raises(ForgeError, match="cannot load the tokenizer"):
+    with pytest.raises(ForgeError, match="not found"):
         load_tokenizer(cfg(data=corpus, model=str(tmp_path / "no-such-model")))
+
+
+def test_data_command_builds_a_missing_builtin_model(tmp_path):
+    """On a fresh clone `forgellm data configs/cpt-tiny.yaml` works: the tiny model is built on first use."""
+    from helpers import run_cli
+
+    home = tmp_path / "fresh-home"
+    proc = run_cli("data", "configs/cpt-tiny.yaml", "--json", env={"FORGELLM_HOME": str(home)})
+    report = json.loads(proc.stdout)
+    assert report["train_type"] == "cpt" and report["splits"]["train"]["rows"] > 0
+    assert (home / "models" / "tiny" / "config.json").is_file()
 
 
 def test_a_tokenizer_without_eos_is_refused_clearly(corpus, tmp_path):

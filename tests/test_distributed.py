@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from forgellm import runs
-from helpers import run_cli
 
 SMALL = ["iters=3", "max_seq_length=64", "batch_size=4", "steps_per_report=1", "steps_per_eval=3", "warmup_steps=1"]
 
@@ -24,9 +24,9 @@ def train(out: Path, name: str, *extra: str) -> Path:
 def test_two_ranks_match_one(tiny_model: Path, tmp_path: Path) -> None:
     single = train(tmp_path, "single")
     double = train(tmp_path, "double", "hosts=[127.0.0.1,127.0.0.1]")
-    assert runs.read_status(double)["state"] == "completed"
+    assert runs.read_status(double).state == "completed"
     one, two = runs.read_metrics(single), runs.read_metrics(double)
-    assert [(r["step"], r["split"]) for r in one] == [(r["step"], r["split"]) for r in two]  # each report once
-    for a, b in zip(one, two):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a, b)
+    assert [(r.step, r.split) for r in one] == [(r.step, r.split) for r in two]  # each report once
+    for a, b in zip(one, two, strict=True):
+        assert b.loss == pytest.approx(a.loss, rel=1e-4), (a, b)
     assert runs.checkpoint_steps(double) == [3]

@@ -23,7 +23,9 @@ def test_tiny_model_loads_in_mlx_lm_and_chats(tiny_model: Path) -> None:
     model, tokenizer = load(str(tiny_model))
     text = "The queen lays eggs in the brood nest."
     assert tokenizer.decode(tokenizer.encode(text)) == text  # byte-level BPE round-trips
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("<|im_start|>assistant\n")
     assert model.args.vocab_size == len(tokenizer.vocab)
     assert (tiny_model / "README.md").is_file()
@@ -61,3 +63,32 @@ def test_folder_without_config_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ForgeError) as info:
         registry.resolve_model(str(tmp_path))
     assert "config.json" in info.value.message
+
+
+def test_a_users_folder_in_place_of_a_builtin_is_never_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tiny --force` and a first-use build leave alone a models/tiny that ForgeLLM did not build."""
+    from helpers import run_cli
+
+    home = tmp_path / "home"
+    mine = home / "models" / "tiny"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("my own files")
+    proc = run_cli("tiny", "--force", check=False, env={"FORGELLM_HOME": str(home)})
+    assert proc.returncode == 2 and "not written by ForgeLLM" in proc.stderr
+    monkeypatch.setenv("FORGELLM_HOME", str(home))
+    with pytest.raises(ForgeError, match="not written by ForgeLLM"):
+        registry.ensure_builtin("tiny")  # no config.json, so it would be built: refused instead
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "my own files"
+
+
+def test_tiny_force_rebuilds_a_folder_forgellm_built(tmp_path: Path) -> None:
+    from helpers import run_cli
+
+    home = tmp_path / "home"
+    first = run_cli("tiny", env={"FORGELLM_HOME": str(home)}).stdout.strip()
+    stamp = (Path(first) / "model.safetensors").stat().st_mtime_ns
+    again = run_cli("tiny", "--force", env={"FORGELLM_HOME": str(home)}).stdout.strip()
+    assert again == first and (Path(again) / "model.safetensors").stat().st_mtime_ns != stamp
+    assert (Path(again) / "forgellm_tiny.json").is_file()

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import PROJECT_ROOT, run_cli
 
 PROBE = (
@@ -21,7 +20,10 @@ linux_cpu = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="BLA
 
 def probe(**env: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **env},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -97,6 +97,10 @@ def prune(run_dir: Path, keep_last: int) -> None:
     protected = set(steps[-keep_last:]) | {best_step(run_dir)}
     for step in steps:
         if step not in protected:
-            shutil.rmtree(root / str(step), ignore_errors=True)
-    for leftover in root.glob(".*.tmp-*"):
+            # Renamed out of the way first (one atomic step), so a trainer killed mid-delete never
+            # leaves a half-deleted folder that still looks like a complete checkpoint.
+            doomed = root / f".{step}.del-{os.getpid()}"
+            os.replace(root / str(step), doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+    for leftover in [*root.glob(".*.tmp-*"), *root.glob(".*.del-*")]:
         shutil.rmtree(leftover, ignore_errors=True)
