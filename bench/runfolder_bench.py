@@ -126,7 +126,7 @@ def micro(run_dir: Path, calls: int, blocks: int) -> dict:
         for k in per:
             per[k] += block[k]
             per_block[k].append(block[k])
-    lines = sum(1 for _ in open(run_dir / runs.METRICS_FILE, encoding="utf-8"))
+    lines = len((run_dir / runs.METRICS_FILE).read_text(encoding="utf-8").splitlines())
     assert lines == blocks * calls, f"metrics.jsonl has {lines} lines, expected {blocks * calls}"
     assert runs.read_status(run_dir).step == step
     return {k: summary(per[k], per_block[k]) for k in per}

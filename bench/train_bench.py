@@ -240,10 +240,10 @@ def md_table(headers: list[str], rows: list[list]) -> str:
 
 def forgellm_metrics_tokens_per_s(run_dir: Path) -> float | None:
     """Mean in-loop tokens/s ForgeLLM itself logged (skipping the first report, which includes compiling)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    vals = [r["tokens_per_sec"] for r in map(json.loads, path.read_text().splitlines()) if r.get("split") == "train"]
+    sys.path.insert(0, str(ROOT))
+    from forgellm import runs
+
+    vals = [r.tokens_per_sec for r in runs.read_metrics(run_dir) if isinstance(r, runs.TrainRecord)]
     vals = vals[1:-1] or vals  # the last window may be partial
     return statistics.mean(vals) if vals else None
 

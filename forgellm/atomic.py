@@ -59,11 +59,14 @@ def require_replaceable(folder: Path, marker: str | None, fix: str = "choose ano
 
 
 @contextmanager
-def atomic_folder(final: Path, replace_marker: str | None = None) -> Iterator[Path]:
+def atomic_folder(final: Path, replace_marker: str | None = None, keep_existing: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `final`; on success it is renamed to `final`, on error removed.
 
     An existing `final` is replaced (only after the new folder is complete) when it holds the file
     `replace_marker`, i.e. when ForgeLLM wrote it; any other existing folder is refused up front.
+    With `keep_existing` (built models, data caches: the same content whoever builds it), a complete
+    folder that another process finished first is kept and the new copy dropped, so a reader never
+    sees the folder missing.
     """
     final = Path(final)
     require_replaceable(final, replace_marker)
@@ -75,13 +78,20 @@ def atomic_folder(final: Path, replace_marker: str | None = None) -> Iterator[Pa
     try:
         yield tmp
         _fsync_tree(tmp)  # the data is on disk before the name is: a power cut cannot leave a complete-looking folder
-        if final.exists():
+        if keep_existing and replace_marker and (final / replace_marker).is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except OSError:  # another process finished the same folder a moment ago
+                if not (keep_existing and replace_marker and (final / replace_marker).is_file()):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -214,8 +214,19 @@ def adapter_choices() -> list[tuple[str, str]]:
 
 
 def run_base_model(run_name: str) -> str | None:
-    """The `model` a run was trained on, from its config.yaml (None when unreadable)."""
+    """The base model of a run's latest checkpoint, as the user named it (None when it has none)."""
     try:
-        return runs.read_config(resolve_run(run_name)).model
+        return runs.base_model_name(runs.resolve_checkpoint(resolve_run(run_name), "latest"))
     except ForgeError:
         return None
+
+
+def require_app_output_dir(run_parent: Path) -> None:
+    """The app starts runs only under runs/: it lists, follows and stops runs there, and writes
+    nowhere else (the CLI takes any output_dir)."""
+    if run_parent.resolve() != paths.runs_dir().resolve():
+        raise ForgeError(
+            f"this config's output_dir is {run_parent}, outside the app's runs/ folder",
+            "output_dir",
+            "remove output_dir from the config (or set it to runs) to start it here, or start it with the CLI",
+        )

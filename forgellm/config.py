@@ -294,6 +294,9 @@ def _check_ranges(cfg: TrainConfig, problems: list[str], src: _Source) -> None:
     threshold = cfg.early_stopping.overfit_threshold
     need(threshold is None or threshold > 0, "early_stopping.overfit_threshold", "must be > 0 or null")
     need(bool(cfg.model.strip()), "model", "must name a model")
+    name = cfg.run_name
+    plain = name is None or (bool(name.strip()) and not name.startswith(".") and not any(c in name for c in "/\\\0"))
+    need(plain, "run_name", f"must be a plain folder name (no '/', no leading '.'), got {name!r}")
     data = cfg.data if isinstance(cfg.data, list) else [cfg.data]
     need(bool(data) and all(isinstance(d, str) and d.strip() for d in data), "data", "must name a folder or file")
 

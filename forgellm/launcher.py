@@ -95,17 +95,16 @@ def _reap(proc: subprocess.Popen, run_dir: Path) -> None:
         runs.RunStatus(
             state="failed",
             error=f"the trainer exited with code {code} before it started (see train.log)",
+            started_at=runs.now_iso(),
             ended_at=runs.now_iso(),
         ),
     )
 
 
 def _holder_text(run_dir: Path) -> str:
-    try:
-        status = runs.read_status(run_dir)
-    except ForgeError:
-        return "another trainer"
-    return f"trainer pid {status.pid}" if status.pid else "another trainer"
+    """Who holds the lock: the holder writes its pid into the lock file as soon as it has it."""
+    holder = procs.FolderLock(Path(run_dir) / runs.LOCK_FILE).holder()
+    return f"trainer pid {holder}" if holder else "another trainer"
 
 
 def claim(run_dir: Path) -> procs.FolderLock:
@@ -116,6 +115,10 @@ def claim(run_dir: Path) -> procs.FolderLock:
     """
     try:
         return procs.FolderLock(Path(run_dir) / runs.LOCK_FILE).acquire()
+    except OSError as e:  # e.g. a network filesystem without locks
+        raise ForgeError(
+            f"cannot lock the run folder ({e.strerror or e})", str(run_dir), "put output_dir on a local disk"
+        ) from e
     except procs.LockHeld as e:
         raise ForgeError(
             f"this run is being trained right now by {_holder_text(run_dir)}",
@@ -151,7 +154,10 @@ def stop(run_dir: Path, wait_s: float = 0.0) -> bool:
     pid = trainer_pid(run_dir)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended between the check and the signal
+        return False
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and procs.pid_alive(pid):
         time.sleep(0.2)

@@ -49,8 +49,10 @@ def _is_zombie(pid: int) -> bool:
 
 def _ps(pid: int, column: str) -> str:
     """One `ps` column for `pid` (macOS and other Unixes without /proc); empty when it cannot tell."""
+    # A fixed locale and time zone: `lstart` must read the same whoever asks (trainer or another shell).
+    env = {**os.environ, "LC_ALL": "C", "TZ": "UTC0"}
     try:
-        out = subprocess.run(["ps", "-o", column, "-p", str(pid)], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["ps", "-o", column, "-p", str(pid)], capture_output=True, text=True, timeout=5, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip()
@@ -112,8 +114,19 @@ class FolderLock:
         except BlockingIOError as e:
             handle.close()
             raise LockHeld(str(self.path)) from e
+        handle.truncate(0)  # then record who holds it, for the message another process shows
+        handle.write(str(os.getpid()).encode())
+        handle.flush()
         self._file = handle
         return self
+
+    def holder(self) -> int | None:
+        """The pid the current holder wrote into the lock file (None when unknown)."""
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
 
     def release(self) -> None:
         if self._file is not None:

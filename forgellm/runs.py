@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -68,6 +69,7 @@ class RunStatus:
     state: str = UNKNOWN
     pid: int | None = None
     pid_start: str | None = None  # the trainer's start time: with pid, identifies the process
+    host: str | None = None  # where that process runs (rank 0 of a multi-host run may be elsewhere)
     step: int = 0
     total_steps: int | None = None
     started_at: str | None = None
@@ -100,18 +102,26 @@ class RunStatus:
 
     def update(self, **changes: Any) -> None:
         """Set fields by name; a misspelt name is a TypeError, not a silently added key."""
+        fields = {f.name for f in dataclasses.fields(self)} - {"extra"}
         for name, value in changes.items():
-            if name == "extra" or not hasattr(self, name):
+            if name not in fields:
                 raise TypeError(f"RunStatus has no field {name!r}")
             setattr(self, name, value)
 
     def is_alive(self) -> bool:
-        """The recorded trainer process still runs (same pid *and* same start time)."""
-        return procs.same_process(self.pid, self.pid_start)
+        """The recorded trainer process still runs (same pid *and* same start time, on this machine)."""
+        return self.is_local() and procs.same_process(self.pid, self.pid_start)
+
+    def is_local(self) -> bool:
+        return self.host is None or self.host == socket.gethostname()
 
     def effective_state(self) -> str:
-        """The state to show: a recorded 'running' whose process is gone is `dead`."""
-        if self.state == "running" and not self.is_alive():
+        """The state to show: a recorded 'running' whose process is gone is `dead`.
+
+        A trainer on another machine (rank 0 of a multi-host run) cannot be checked from here: its
+        recorded state is shown as it is.
+        """
+        if self.state == "running" and self.is_local() and not self.is_alive():
             return DEAD
         return self.state
 
@@ -218,8 +228,24 @@ def truncate_metrics_after(run_dir: Path, step: int) -> None:
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return
-    kept = [r for r in read_metrics(run_dir) if r.step <= step]
-    atomic.write_text(path, "".join(json.dumps(record_to_dict(r)) + "\n" for r in kept))
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines(True)
+        if _step_at_most(line, step)
+    ]
+    atomic.write_text(path, "".join(kept))
+
+
+def _step_at_most(line: str, step: int) -> bool:
+    """A whole metrics line logged at or before `step` (lines of other kinds are kept as they are)."""
+    if not line.endswith("\n"):
+        return False  # torn by a killed trainer
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    value = data.get("step") if isinstance(data, dict) else None
+    return not isinstance(value, (int, float)) or value <= step
 
 
 # ---- reading (monitoring, chat, publishing side) ---------------------------------------------------
@@ -237,6 +263,8 @@ def read_status(run_dir: Path) -> RunStatus:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return RunStatus()
+    except OSError as e:
+        raise ForgeError(f"cannot read the status file ({e.strerror or e})", str(path), "check its permissions") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ForgeError(
             f"status file is not valid JSON ({e})", str(path), "restore it, or delete it to see the run as unknown"
@@ -484,4 +512,12 @@ def list_runs(parent: Path) -> list[RunSummary]:
         for run_dir in parent.iterdir()
         if run_dir.is_dir() and not run_dir.name.startswith(".") and is_run_dir(run_dir)
     ]
-    return sorted(found, key=lambda r: (r.status.started_at or "", r.name), reverse=True)
+    return sorted(found, key=_newest_first_key, reverse=True)
+
+
+def _newest_first_key(run: RunSummary) -> str:
+    """When the run started; for a run that has not written it yet, when its folder was made."""
+    if run.status.started_at:
+        return run.status.started_at
+    made = datetime.fromtimestamp(run.path.stat().st_mtime, timezone.utc)
+    return made.isoformat(timespec="seconds")

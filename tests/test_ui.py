@@ -67,6 +67,7 @@ def make_run(name: str, state: str = "completed", steps: tuple[int, ...] = (10, 
         ckpt = run_dir / runs.CHECKPOINTS / str(step)
         ckpt.mkdir()
         (ckpt / runs.TRAINER_STATE_FILE).write_text(json.dumps({"step": step}))
+        (ckpt / runs.ADAPTER_CONFIG_FILE).write_text(json.dumps({"model": "/gone", "base_model": model}))
     return run_dir
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..atomic import atomic_folder, write_json
+from ..atomic import atomic_folder, require_replaceable, write_json
 from ..config import TrainConfig
 from ..errors import ForgeError
 from . import cache, cpt, ift
@@ -80,7 +80,10 @@ def _prepare(cfg: TrainConfig, tokenizer: Any, root: Path) -> PreparedData:
     if cached is not None:
         cached.report["cache"] = {"key": key, "hit": True, "path": str(folder)}
         return cached
-    with atomic_folder(folder, replace_marker="report.json") as tmp:
+    if folder.exists():  # a damaged entry of ours (a complete one loads): removed, then rebuilt
+        require_replaceable(folder, "report.json")
+        shutil.rmtree(folder)
+    with atomic_folder(folder, replace_marker="report.json", keep_existing=True) as tmp:
         work = tmp / "work"
         work.mkdir()
         problems = Problems()

@@ -146,7 +146,7 @@ def build_smollm2(out_dir: Path, quantized: bool = False) -> Path:
     tensors, meta = _read_gguf(gguf)
     config = _model_config(meta, tensors, quantized)
     weights = _convert_weights(tensors, config, quantized)
-    with atomic_folder(out_dir, replace_marker=MARKER_FILE) as tmp:
+    with atomic_folder(out_dir, replace_marker=MARKER_FILE, keep_existing=True) as tmp:
         _write_weights(tmp / "model.safetensors", weights)
         _write_json(tmp / MARKER_FILE, {"gguf": gguf.name, "distribution": DISTRIBUTION, "quantized": quantized})
         _write_json(tmp / "config.json", config)

@@ -143,7 +143,7 @@ def build_tiny(out_dir: Path, spec: TinySpec = TinySpec(), corpus: Path | None =
             str(corpus or dataset_dir()),
             "restore the shipped dataset/ folder (git checkout dataset)",
         )
-    with atomic_folder(out_dir, replace_marker=MARKER_FILE) as tmp:
+    with atomic_folder(out_dir, replace_marker=MARKER_FILE, keep_existing=True) as tmp:
         tokenizer = train_tokenizer(iter(texts), spec.vocab_size)
         tokenizer.save_pretrained(tmp)
         config = model_config(spec, tokenizer)

@@ -25,7 +25,7 @@ import numpy as np
 from mlx.utils import tree_map
 
 from .. import runs
-from ..atomic import write_json
+from ..atomic import write_json, write_text
 from ..config import TrainConfig
 from ..errors import ForgeError
 from . import checkpoints
@@ -115,6 +115,9 @@ class Trainer:
         self.is_main = self.world.rank() == 0
         self.writer = writer
         self.stop = StopRequested()
+        # Installed now, not in run(): a Stop during setup (model build, data preparation) must
+        # still end in a saved, 'stopped' run rather than a killed one.
+        self.stop.install()
 
     # ---- setup -----------------------------------------------------------------------------------
 
@@ -130,7 +133,7 @@ class Trainer:
         if self.is_main:
             write_json(self.run_dir / runs.DATA_REPORT_FILE, prepared.report)
             if prepared.chat_template:
-                (self.run_dir / runs.CHAT_TEMPLATE_FILE).write_text(prepared.chat_template)
+                write_text(self.run_dir / runs.CHAT_TEMPLATE_FILE, prepared.chat_template)
         self._check_batch_fits()
         make_trainable(self.model, cfg)
         if cfg.grad_checkpoint:
@@ -179,6 +182,8 @@ class Trainer:
         steps = runs.checkpoint_steps(self.run_dir)
         if not steps:
             self.log("resume: no complete checkpoint yet; starting from step 0")
+            if self.is_main:
+                runs.truncate_metrics_after(self.run_dir, -1)  # step 0 is validated and logged again
             return
         folder = runs.checkpoint_dir(self.run_dir, steps[-1])
         state = checkpoints.load(folder, self.model, self.optimizer)
@@ -258,7 +263,6 @@ class Trainer:
     def run(self) -> str:
         """Train to the end; returns the final state (completed, stopped, early_stopped)."""
         cfg = self.cfg
-        self.stop.install()
         self._status(state="running", total_steps=self.total_steps)
         if self.step == 0:
             self._validate(0)

@@ -8,6 +8,7 @@ creates run folders. With `hosts`/`hostfile` the first process only starts the r
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -79,9 +80,19 @@ def launch_argv(cfg: TrainConfig, run_dir: Path, resume: bool) -> list[str]:
 
 
 def run_distributed(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> int:
-    """Run the same training data-parallel on `cfg.hosts` through MLX's own launcher and wait for it."""
+    """Run the same training data-parallel on `cfg.hosts` through MLX's own launcher and wait for it.
+
+    mlx.launch exits 0 whatever its ranks return, so the outcome is read from the run folder that
+    rank 0 wrote: 0 only when this launch ended it completed, stopped or early-stopped.
+    """
     launcher.require_not_running(run_dir)
-    return subprocess.call(launch_argv(cfg, run_dir, resume), env=launcher.trainer_env())
+    before = runs.read_status(run_dir).updated_at
+    code = subprocess.call(launch_argv(cfg, run_dir, resume), env=launcher.trainer_env())
+    status = runs.read_status(run_dir)
+    if status.updated_at == before:  # rank 0 never started writing (refused, or died at start)
+        print(f"the ranks ended (mlx.launch exit code {code}) without rank 0 recording a run", file=sys.stderr)
+        return 1
+    return 0 if status.state in runs.FINISHED_OK else 1
 
 
 def _check_fresh(run_dir: Path) -> None:
@@ -140,6 +151,7 @@ def _train_main(cfg: TrainConfig, run_dir: Path, resume: bool) -> int:
         state="running",
         pid=os.getpid(),
         pid_start=procs.process_start_time(os.getpid()),
+        host=socket.gethostname(),
         started_at=status.started_at or runs.now_iso(),
         ended_at=None,
         error=None,

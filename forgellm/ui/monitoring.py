@@ -90,7 +90,7 @@ def _show(run_name: str | None, seen: Any) -> list[Any]:
             return skip
         records = runs.read_metrics(run_dir)
         summary = status_summary(runs.summarize(run_dir))
-    except ForgeError as e:  # the run folder was removed: shown in place, no toast every 2 s
+        log = runs.tail_log(run_dir, LOG_LINES)
+    except (ForgeError, OSError) as e:  # e.g. the run folder was removed: shown in place, no toast every 2 s
         return [error_text(e), gr.skip(), gr.skip(), gr.skip(), None]
-    log = runs.tail_log(run_dir, LOG_LINES)
     return [summary, charts.loss_figure(records), charts.throughput_figure(records), log, signature]

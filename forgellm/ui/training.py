@@ -146,6 +146,7 @@ def _refresh_lists(choice: str, model: str, data: list[str], run: str | None) ->
 def _start(choice: str, *values: Any) -> tuple[str, Any]:
     """Validate the form against its config and launch the trainer; the run folder is the result."""
     _path, overrides, cfg = forms.form_config(choice, dict(zip(forms.FORM_KEYS, values, strict=True)))
+    choices.require_app_output_dir(launcher.run_parent(cfg))
     launched = launcher.start_in_background(cfg)
     name = launched.run_dir.name
     changed = ", ".join(f"`{o}`" for o in overrides) or "none (the config as is)"
