@@ -309,13 +309,6 @@ def tail_log(run_dir: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def read_config(run_dir: Path) -> Any:
-    """The run's resolved `TrainConfig` (from config.yaml)."""
-    from . import config
-
-    return config.load(Path(run_dir) / CONFIG_FILE)
-
-
 # ---- checkpoints -----------------------------------------------------------------------------------
 
 

@@ -220,6 +220,32 @@ def test_resume_of_a_live_run_is_refused_and_stop_stops_it(tiny_model: Path, tmp
     assert run_cli("stop", str(run_dir), check=False).returncode != 0  # nothing left to stop
 
 
+def test_a_stop_during_start_up_ends_in_a_saved_stopped_run(tmp_path: Path) -> None:
+    """Stop pressed while the trainer still builds its model and prepares data (a fresh home: both
+    take seconds) is heard: the run ends `stopped` with a checkpoint, not killed and shown dead."""
+    logs = tmp_path / "trainer"
+    env_home = {"FORGELLM_HOME": str(tmp_path / "fresh-home")}
+    logs.mkdir()
+    with open(logs / "stdout", "w") as out, open(logs / "stderr", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "forgellm", *train_args(tmp_path / "runs", *LONG)],
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT,
+            env={**os.environ, **env_home, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    try:
+        run_dir = first_line_run_dir(logs, proc)
+        wait_for(lambda: (run_dir / runs.STATUS_FILE).exists(), "status.json", proc=proc)
+        assert not (tmp_path / "fresh-home" / "models" / "tiny" / "config.json").exists()  # still starting up
+        assert runs.read_status(run_dir).state == "running"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, output(logs)
+    finally:
+        kill(proc)
+    status = runs.read_status(run_dir)
+    assert status.state == "stopped" and "SIGTERM" in status.stop_reason
+    assert runs.checkpoint_steps(run_dir) == [status.step] and status.step >= 1
+
+
 def test_kill_9_shows_dead_and_resume_continues_from_the_checkpoint(tiny_model: Path, tmp_path: Path) -> None:
     """A trainer killed with SIGKILL is shown as `dead` (library, `runs` CLI and the tabs' summary,
     which says how to resume); `train --resume` continues after its last checkpoint and completes."""

@@ -10,8 +10,6 @@ Everything it reports goes through the run folder (see `forgellm.runs`).
 from __future__ import annotations
 
 import math
-import os
-import signal
 import time
 import traceback
 from functools import partial
@@ -32,40 +30,7 @@ from . import checkpoints
 from .batches import BatchStream
 from .early_stopping import EarlyStopper
 from .model_setup import adapter_config, load_base, make_trainable, trainable_count
-
-
-class StopRequested:
-    """Set by SIGTERM/SIGINT; the loop finishes the current step, saves and exits cleanly."""
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        # Acts as if Stop were pressed right after this step: makes interrupt-and-resume reproducible.
-        self.at_step = int(os.environ.get("FORGELLM_STOP_AT_STEP", "0")) or None
-
-    def check_step(self, step: int) -> None:
-        if self.at_step is not None and step >= self.at_step and self.signal_name is None:
-            self.signal_name = "FORGELLM_STOP_AT_STEP"
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signal_name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl+C means "now"
-        self.signal_name = signal.Signals(signum).name
-
-    def __bool__(self) -> bool:
-        return self.signal_name is not None
-
-    def agree(self, world: mx.distributed.Group) -> bool:
-        """Every rank stops at the same step if any rank was asked to (rank 0 gets the signal)."""
-        if world.size() == 1:
-            return bool(self)
-        votes = mx.distributed.all_sum(mx.array(1.0 if self else 0.0), stream=mx.cpu).item()
-        if votes and not self:
-            self.signal_name = "stop on another rank"
-        return votes > 0
+from .stopping import StopRequested
 
 
 def masked_loss(model: nn.Module, tokens: mx.array, weights: mx.array) -> tuple[mx.array, mx.array]:
@@ -106,18 +71,25 @@ def total_steps_for(cfg: TrainConfig, train_rows: int) -> int:
 class Trainer:
     """One training run: set up from config + run folder, then `run()` until done, stopped or failed."""
 
-    def __init__(self, cfg: TrainConfig, writer: runs.RunWriter, model_path: Path, resume: bool = False):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        writer: runs.RunWriter,
+        model: str | Path,
+        resume: bool = False,
+        stop: StopRequested | None = None,
+    ):
         self.cfg = cfg
         self.run_dir = writer.run_dir
-        self.model_path = model_path
+        self.model_path = model  # a name or folder; resolved in setup(), once Stop can be heard
         self.resume = resume
         self.world = mx.distributed.init()
         self.is_main = self.world.rank() == 0
         self.writer = writer
-        self.stop = StopRequested()
-        # Installed now, not in run(): a Stop during setup (model build, data preparation) must
-        # still end in a saved, 'stopped' run rather than a killed one.
-        self.stop.install()
+        if stop is None:  # the session installs one before any slow work; a bare Trainer does here
+            stop = StopRequested()
+            stop.install()
+        self.stop = stop
 
     # ---- setup -----------------------------------------------------------------------------------
 
@@ -127,6 +99,9 @@ class Trainer:
         cfg = self.cfg
         mx.random.seed(cfg.seed)
         np.random.seed(cfg.seed)
+        from ..models.registry import resolve_model
+
+        self.model_path = resolve_model(str(self.model_path))  # may build a built-in model: minutes
         self.model, self.tokenizer = load_base(self.model_path, cfg.trust_remote_code)
         prepared = prepare(cfg, self.tokenizer)
         self.train_split, self.val_split = prepared.train, prepared.val

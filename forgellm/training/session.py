@@ -19,6 +19,7 @@ from ..atomic import write_text
 from ..config import TrainConfig, dump_yaml
 from ..errors import ForgeError
 from ..paths import PROJECT_ROOT
+from .stopping import StopRequested
 
 
 class _Tee:
@@ -85,7 +86,6 @@ def run_distributed(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> in
     mlx.launch exits 0 whatever its ranks return, so the outcome is read from the run folder that
     rank 0 wrote: 0 only when this launch ended it completed, stopped or early-stopped.
     """
-    launcher.require_not_running(run_dir)
     before = runs.read_status(run_dir).updated_at
     code = subprocess.call(launch_argv(cfg, run_dir, resume), env=launcher.trainer_env())
     status = runs.read_status(run_dir)
@@ -124,8 +124,8 @@ def train_run(run_dir: Path, resume: bool = False, overrides: list[str] | None =
     run_dir = Path(run_dir).resolve()
     cfg = load_run_config(run_dir, overrides)
     if (cfg.hosts or cfg.hostfile) and not is_distributed_rank():
+        launcher.require_not_running(run_dir)  # refused here, before any rank starts
         if overrides:
-            launcher.require_not_running(run_dir)
             write_text(run_dir / runs.CONFIG_FILE, dump_yaml(cfg))
         return run_distributed(cfg, run_dir, resume)
     if not is_main_rank():  # other ranks train silently; rank 0 owns the run folder
@@ -143,8 +143,8 @@ def train_run(run_dir: Path, resume: bool = False, overrides: list[str] | None =
 
 
 def _train_main(cfg: TrainConfig, run_dir: Path, resume: bool) -> int:
-    from .loop import fail
-
+    stop = StopRequested()
+    stop.install()  # before status says "running": from then on a Stop must be heard
     status = runs.read_status(run_dir) if resume else runs.RunStatus()
     writer = runs.RunWriter(run_dir, status)
     writer.set_status(
@@ -162,16 +162,17 @@ def _train_main(cfg: TrainConfig, run_dir: Path, resume: bool) -> int:
         fine_tune_type=cfg.fine_tune_type,
     )
     try:
-        return _train(cfg, writer, resume)
+        return _train(cfg, writer, resume, stop)
     except (Exception, KeyboardInterrupt) as e:  # any failure is recorded in the run folder, then reported
+        from .loop import fail
+
         fail(writer, e)
         return 1
 
 
-def _train(cfg: TrainConfig, writer: runs.RunWriter, resume: bool) -> int:
-    from ..models.registry import resolve_model
+def _train(cfg: TrainConfig, writer: runs.RunWriter, resume: bool, stop: StopRequested | None = None) -> int:
     from .loop import Trainer
 
-    trainer = Trainer(cfg, writer, resolve_model(cfg.model), resume=resume)
+    trainer = Trainer(cfg, writer, cfg.model, resume=resume, stop=stop)
     trainer.setup()
     return 0 if trainer.run() in runs.FINISHED_OK else 1
