@@ -78,6 +78,7 @@ class RunStatus:
     model: str | None = None
     train_type: str | None = None
     fine_tune_type: str | None = None
+    world_size: int | None = None  # data-parallel ranks training this run (1: one process)
     epoch: float | None = None
     tokens_per_sec: float | None = None
     eta_s: float | None = None

@@ -27,15 +27,23 @@ class BatchStream:
             self._cached_epoch = epoch
         return self._order
 
-    def next(self) -> np.ndarray:
-        """Row indices of this rank's share of the next global batch."""
+    def next_global(self) -> np.ndarray:
+        """Row indices of the whole next global batch (every rank's share, in rank-interleaved order)."""
         positions = np.arange(self.position, self.position + self.batch_size)
         self.position += self.batch_size
         rows = np.empty(self.batch_size, dtype=np.int64)
         for epoch in np.unique(positions // self.n_rows):
             sel = positions // self.n_rows == epoch
             rows[sel] = self._epoch_order(int(epoch))[positions[sel] % self.n_rows]
-        return rows[self.rank :: self.world_size]
+        return rows
+
+    def share(self, global_rows: np.ndarray) -> np.ndarray:
+        """This rank's rows of a global batch."""
+        return global_rows[self.rank :: self.world_size]
+
+    def next(self) -> np.ndarray:
+        """Row indices of this rank's share of the next global batch."""
+        return self.share(self.next_global())
 
     def epoch_progress(self) -> float:
         """Epochs completed so far, fractional."""

@@ -10,6 +10,7 @@ Everything it reports goes through the run folder (see `forgellm.runs`).
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 from functools import partial
@@ -33,16 +34,28 @@ from .model_setup import adapter_config, load_base, make_trainable, trainable_co
 from .stopping import StopRequested
 
 
-def masked_loss(model: nn.Module, tokens: mx.array, weights: mx.array) -> tuple[mx.array, mx.array]:
-    """Mean cross-entropy over target positions whose weight is 1 (prompt and padding weigh 0)."""
+def summed_loss(model: nn.Module, tokens: mx.array, weights: mx.array) -> tuple[mx.array, mx.array]:
+    """Cross-entropy summed over target positions whose weight is 1 (prompt and padding weigh 0), and
+    how many positions that is. Callers divide by the count of a whole step or evaluation, never per batch."""
     logits = model(tokens[:, :-1])
     ce = nn.losses.cross_entropy(logits.astype(mx.float32), tokens[:, 1:]) * weights
-    ntoks = weights.sum()
-    return ce.sum() / mx.maximum(ntoks, 1), ntoks
+    return ce.sum(), weights.sum()
+
+
+def scaled_loss(
+    model: nn.Module, tokens: mx.array, weights: mx.array, scale: mx.array
+) -> tuple[mx.array, mx.array, mx.array]:
+    """The differentiated loss of one micro-batch: its summed cross-entropy times `scale` (see `_one_step`)."""
+    ce_sum, ntoks = summed_loss(model, tokens, weights)
+    return ce_sum * scale, ce_sum, ntoks
 
 
 def build_optimizer(cfg: TrainConfig, total_steps: int) -> optim.Optimizer:
-    decay_steps = max(1, total_steps - cfg.warmup_steps)
+    """The optimizer with its schedule: step k (1-based) uses lr(k - 1), where lr(s) rises linearly from 0
+    over `warmup_steps`, peaks at step warmup_steps + 1 and decays to `min_learning_rate` at the last step."""
+    # MLX evaluates the schedule at the count of updates done so far (0 for step 1), so the last step,
+    # total_steps, sees warmup_steps + decay_steps only if decay_steps ends one step before it.
+    decay_steps = max(1, total_steps - cfg.warmup_steps - 1)
     if cfg.lr_schedule == "cosine":
         schedule = optim.cosine_decay(cfg.learning_rate, decay_steps, cfg.min_learning_rate)
     elif cfg.lr_schedule == "linear":
@@ -137,6 +150,8 @@ class Trainer:
             f"train rows {len(self.train_split.tokens)} x {self.train_split.tokens.shape[1] - 1} tokens | "
             f"val rows {len(self.val_split.tokens)} | steps {self.total_steps}"
         )
+        # Every rank says it is there (rank 0 into train.log, the others to mlx.launch's output only).
+        print(f"rank {self.world.rank()}/{self.world.size()} ready (pid {os.getpid()})", flush=True)
 
     def _check_batch_fits(self) -> None:
         rows = len(self.train_split.tokens)
@@ -175,25 +190,22 @@ class Trainer:
 
     def _compile_step(self) -> None:
         model, optimizer, cfg = self.model, self.optimizer, self.cfg
-        loss_and_grad = nn.value_and_grad(model, masked_loss)
-        accum = cfg.grad_accumulation_steps
+        loss_and_grad = nn.value_and_grad(model, scaled_loss)
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(tokens: mx.array, weights: mx.array, prev_grad: Any, do_update: bool):
-            (loss, ntoks), grad = loss_and_grad(model, tokens, weights)
+        def step(tokens: mx.array, weights: mx.array, scale: mx.array, prev_grad: Any, do_update: bool):
+            (_, ce_sum, ntoks), grad = loss_and_grad(model, tokens, weights, scale)
             if prev_grad is not None:
                 grad = tree_map(mx.add, grad, prev_grad)
             grad_norm = mx.array(0.0)
             if do_update:
-                grad = nn.average_gradients(grad)
-                if accum > 1:
-                    grad = tree_map(lambda g: g / accum, grad)
+                grad = nn.average_gradients(grad)  # divides by the world size that `scale` multiplied in
                 if cfg.max_grad_norm is not None:
                     grad, grad_norm = optim.clip_grad_norm(grad, cfg.max_grad_norm)
                 optimizer.update(model, grad)
                 grad = None
-            return loss, ntoks, grad, grad_norm
+            return ce_sum, ntoks, grad, grad_norm
 
         self._step_fn = step
         self._state = state
@@ -208,6 +220,13 @@ class Trainer:
             weights = split.mask[indices, 1:].astype(np.float32)
         return mx.array(tokens), mx.array(weights)
 
+    @staticmethod
+    def _trained_positions(indices: np.ndarray, split) -> int:
+        """Target positions with weight 1 in these rows (what `summed_loss` counts), from the host arrays."""
+        if split.mask is None:
+            return len(indices) * (split.tokens.shape[1] - 1)
+        return int(split.mask[indices, 1:].sum())
+
     def evaluate(self) -> float:
         """Token-weighted mean validation loss over the whole set (or `val_batches` batches)."""
         self.model.eval()
@@ -221,8 +240,8 @@ class Trainer:
             idx = np.arange(start, min(start + bs, n))[self.world.rank() :: self.world.size()]
             if len(idx) == 0:
                 continue
-            loss, ntoks = masked_loss(self.model, *self._batch(idx, split))
-            total, count = total + loss * ntoks, count + ntoks
+            ce_sum, ntoks = summed_loss(self.model, *self._batch(idx, split))
+            total, count = total + ce_sum, count + ntoks
             mx.eval(total, count)
         total = mx.distributed.all_sum(total, stream=mx.cpu)
         count = mx.distributed.all_sum(count, stream=mx.cpu)
@@ -238,7 +257,7 @@ class Trainer:
     def run(self) -> str:
         """Train to the end; returns the final state (completed, stopped, early_stopped)."""
         cfg = self.cfg
-        self._status(state="running", total_steps=self.total_steps)
+        self._status(state="running", total_steps=self.total_steps, world_size=self.world.size())
         if self.step == 0:
             self._validate(0)
         self.model.train()
@@ -283,16 +302,27 @@ class Trainer:
         return final_state
 
     def _one_step(self) -> tuple[float, int, float]:
-        grad, accum = None, self.cfg.grad_accumulation_steps
-        loss_sum, tokens = mx.array(0.0), mx.array(0.0)
-        for micro in range(accum):
-            tokens_arr, weights = self._batch(self.batches.next(), self.train_split)
-            loss, ntoks, grad, grad_norm = self._step_fn(tokens_arr, weights, grad, micro == accum - 1)
-            loss_sum, tokens = loss_sum + loss, tokens + ntoks
-            mx.eval(self._state, loss_sum, tokens, grad)
-        loss_sum = mx.distributed.all_sum(loss_sum, stream=mx.cpu) / self.world.size()
-        tokens = mx.distributed.all_sum(tokens, stream=mx.cpu)
-        return loss_sum.item() / accum, int(tokens.item()), grad_norm.item()
+        """One optimizer update over `grad_accumulation_steps` micro-batches on every rank.
+
+        The loss of a step is the mean over every trained position of the global batch. With prompt
+        masking (IFT) micro-batches and ranks hold different numbers of trained positions, so each one's
+        *summed* loss is divided by the whole step's count (known beforehand from the masks, the same on
+        every rank) rather than averaging per-batch means: accumulation and ranks then give exactly the
+        update of one process on one batch of the same rows. `average_gradients` divides by the world
+        size, hence the factor in `scale`.
+        """
+        accum, split = self.cfg.grad_accumulation_steps, self.train_split
+        global_rows = [self.batches.next_global() for _ in range(accum)]
+        step_positions = sum(self._trained_positions(rows, split) for rows in global_rows)
+        scale = mx.array(self.world.size() / max(step_positions, 1), dtype=mx.float32)
+        grad, ce_total = None, mx.array(0.0)
+        for micro, rows in enumerate(global_rows):
+            tokens, weights = self._batch(self.batches.share(rows), split)
+            ce_sum, _, grad, grad_norm = self._step_fn(tokens, weights, scale, grad, micro == accum - 1)
+            ce_total = ce_total + ce_sum
+            mx.eval(self._state, ce_total, grad)
+        ce_total = mx.distributed.all_sum(ce_total, stream=mx.cpu)
+        return ce_total.item() / max(step_positions, 1), step_positions, grad_norm.item()
 
     def _validate(self, step: int) -> str | None:
         """Evaluate once, log it once, update best checkpoint and early stopping."""

@@ -7,7 +7,9 @@ creates run folders. With `hosts`/`hostfile` the first process only starts the r
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -68,10 +70,49 @@ def is_main_rank() -> bool:
     return os.environ.get("MLX_RANK", "0") == "0"
 
 
+def free_port_block(count: int, tries: int = 64) -> int:
+    """First of `count` consecutive TCP ports free on this machine right now.
+
+    mlx.launch otherwise listens on fixed ports (32323 up for the ring), so two
+    distributed runs on one machine, or two test sessions, would collide. Taken below Linux's
+    ephemeral range, where outgoing connections do not grab them. Remote hosts' ports cannot be
+    checked from here; a random block makes a clash there unlikely too.
+    """
+    rng = random.Random()
+    for _ in range(tries):
+        base = rng.randrange(20000, 32000 - count)
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind(("", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise ForgeError(f"found no {count} consecutive free TCP ports for the ranks", "hosts", "free some ports")
+
+
+def _ring_port_count(cfg: TrainConfig) -> int:
+    """Ports the ring backend takes: one per host entry and address (the hostfile lists the addresses)."""
+    if cfg.hosts:
+        return len(cfg.hosts)
+    try:
+        entries = json.loads(Path(cfg.hostfile).read_text())
+        return max(1, sum(len(entry.get("ips", [])) or 1 for entry in entries))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 64  # unreadable here: mlx.launch reports the file itself; a wide block is still free
+
+
 def launch_argv(cfg: TrainConfig, run_dir: Path, resume: bool) -> list[str]:
     """mlx.launch command that starts one trainer per host entry, all on `run_dir` (rank 0 writes)."""
     launcher_cmd = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()"]
     argv = [*launcher_cmd, "--backend", cfg.distributed_backend, "--python", sys.executable, "--cwd", str(PROJECT_ROOT)]
+    if cfg.distributed_backend == "ring":
+        argv += ["--starting-port", str(free_port_block(_ring_port_count(cfg)))]
     argv += ["--hostfile", cfg.hostfile] if cfg.hostfile else ["--hosts", ",".join(cfg.hosts or [])]
     for name in ("FORGELLM_HOME", "FORGELLM_BLAS", "FORGELLM_STOP_AT_STEP"):  # remote ranks see the same settings
         if name in os.environ:
