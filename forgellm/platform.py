@@ -11,9 +11,11 @@ Where OpenBLAS comes from, in order:
 3. Debian/Ubuntu's `libopenblas0-pthread` (or any system `libopenblas.so.0`).
 
 OpenBLAS needs `libgfortran.so.5`, which the pip wheels don't ship under that name; the mlx-cpu wheel
-bundles one under a hashed name. We put symlinks with the standard names in a small cache folder and
-load OpenBLAS through a symlink there, so its `$ORIGIN` rpath finds them. No environment variables,
-no re-exec, nothing for the user to do.
+bundles one under a hashed name. We put symlinks with the standard names in a small folder under the
+project's cache (`paths.cache_dir() / "blas"`, so it follows `FORGELLM_HOME`) and load OpenBLAS through
+a symlink there, so its `$ORIGIN` rpath finds them. No environment variables, no re-exec, nothing for
+the user to do. Every failed attempt (a library that will not load, a cache folder that is not
+writable) is kept with its OS error and fix, and `warn_if_slow` prints it.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import os
 import sys
 import sysconfig
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import paths
 
 _SYSTEM_OPENBLAS = [
     "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
@@ -49,10 +53,18 @@ class BlasState:
     library: str | None = None
     source: str | None = None  # where the library came from
     message: str = ""
+    problems: list[str] = field(default_factory=list)  # attempts that failed: what, the OS error, the fix
 
     @property
     def fast(self) -> bool:
         return self.name != "reference"
+
+
+class BlasLoadError(Exception):
+    """One way of loading OpenBLAS failed; says which library or folder, the OS error and the fix."""
+
+    def __init__(self, what: str, fix: str):
+        super().__init__(f"{what}; fix: {fix}")
 
 
 _state: BlasState | None = None
@@ -88,10 +100,15 @@ def _find_gfortran() -> tuple[Path, Path | None] | None:
     return None
 
 
+def shim_root() -> Path:
+    """Where the OpenBLAS symlink folders live: under the project's cache, so `FORGELLM_HOME` moves them."""
+    return paths.cache_dir() / "blas"
+
+
 def _shim_folder(openblas: Path, gfortran: Path, quadmath: Path | None) -> Path:
     """Folder of symlinks: OpenBLAS plus libgfortran.so.5 under the name OpenBLAS asks for."""
     key = hashlib.sha256(f"{openblas}|{gfortran}|{quadmath}".encode()).hexdigest()[:16]
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "forgellm" / "blas" / key
+    base = shim_root() / key
     links = {"libopenblas.so.0": openblas, "libgfortran.so.5": gfortran}
     if quadmath is not None:
         links["libquadmath.so.0"] = quadmath
@@ -117,17 +134,46 @@ def _try_wheel() -> BlasState | None:
     fortran = _find_gfortran()
     if openblas is None or fortran is None:
         return None
-    shim = _shim_folder(openblas, *fortran)
-    _load_global(shim / "libopenblas.so.0")
+    try:
+        shim = _shim_folder(openblas, *fortran)
+    except OSError as e:
+        raise BlasLoadError(
+            f"cannot write the OpenBLAS links folder {e.filename or shim_root()} ({e.strerror or e})",
+            f"make {paths.cache_dir()} a writable folder, or set FORGELLM_HOME to one",
+        ) from e
+    try:
+        _load_global(shim / "libopenblas.so.0")
+    except OSError as e:
+        raise BlasLoadError(
+            f"cannot load {openblas} from the ngsolve-openblas wheel ({e})",
+            "reinstall it: `pip install --force-reinstall ngsolve-openblas`",
+        ) from e
     return BlasState("openblas", str(openblas), "ngsolve-openblas wheel")
 
 
 def _try_system() -> BlasState | None:
     for candidate in _SYSTEM_OPENBLAS:
         if os.path.exists(candidate):
-            _load_global(Path(candidate))
+            try:
+                _load_global(Path(candidate))
+            except OSError as e:
+                raise BlasLoadError(
+                    f"cannot load the system OpenBLAS {candidate} ({e})",
+                    "reinstall it: `sudo apt-get install --reinstall libopenblas0-pthread`",
+                ) from e
             return BlasState("openblas", candidate, "system package")
     return None
+
+
+def _explicit(path: str) -> BlasState:
+    try:
+        _load_global(Path(path))
+    except OSError as e:
+        raise BlasLoadError(
+            f"FORGELLM_BLAS={path} cannot be loaded ({e})",
+            "point FORGELLM_BLAS at an existing libopenblas.so.0, or unset it to let ForgeLLM find one",
+        ) from e
+    return BlasState("openblas", path, "FORGELLM_BLAS")
 
 
 def ensure_fast_blas() -> BlasState:
@@ -139,11 +185,19 @@ def ensure_fast_blas() -> BlasState:
     if sys.platform == "darwin":
         _state = BlasState("accelerate", message="macOS: MLX uses Metal and Accelerate")
     elif choice.lower() == "off":
-        _state = BlasState("reference", message="FORGELLM_BLAS=off: using MLX's bundled BLAS")
+        _state = BlasState(
+            "reference",
+            message="FORGELLM_BLAS=off keeps MLX's slow reference BLAS (float32 matmuls ~30x slower); "
+            "fix: unset FORGELLM_BLAS",
+        )
     elif not sys.platform.startswith("linux") or not _mlx_uses_reference_blas():
         _state = BlasState("default", message="MLX's own BLAS (no reference BLAS bundled)")
     elif "mlx.core" in sys.modules:
-        _state = BlasState("reference", message="mlx.core was imported before forgellm; BLAS not replaced")
+        _state = BlasState(
+            "reference",
+            message="mlx.core was imported before forgellm, so MLX kept its slow reference BLAS; "
+            "fix: import forgellm before mlx",
+        )
     else:
         _state = _load_first_available(choice)
     return _state
@@ -152,29 +206,36 @@ def ensure_fast_blas() -> BlasState:
 def _load_first_available(choice: str) -> BlasState:
     attempts = [lambda: _explicit(choice)] if choice else []
     attempts += [_try_wheel, _try_system]
-    errors = []
+    problems: list[str] = []
     for attempt in attempts:
         try:
             state = attempt()
-        except OSError as e:  # a broken library must not stop the app: fall through to the next one
-            errors.append(str(e))
+        except BlasLoadError as e:  # a broken library must not stop the app: fall through to the next one
+            problems.append(str(e))
             continue
         if state is not None:
+            state.problems = problems
+            state.message = f"{state.source}: {state.library}"
             return state
-    detail = f" ({'; '.join(errors)})" if errors else ""
-    return BlasState("reference", message=f"only MLX's slow reference BLAS is available{detail}; fix: {SLOW_BLAS_FIX}")
-
-
-def _explicit(path: str) -> BlasState:
-    _load_global(Path(path))
-    return BlasState("openblas", path, "FORGELLM_BLAS")
+    if problems:
+        message = f"MLX is left on its slow reference BLAS because {'; and '.join(problems)}"
+    else:
+        message = f"no optimized BLAS found, so MLX is left on its slow reference BLAS; fix: {SLOW_BLAS_FIX}"
+    return BlasState("reference", message=message, problems=problems)
 
 
 def warn_if_slow(stream=sys.stderr) -> None:
-    """Say once per process, clearly and with the fix, when MLX runs on the reference BLAS."""
+    """Say once per launch, with the fix, when MLX runs on the reference BLAS or a chosen library failed."""
     state = ensure_fast_blas()
-    if not state.fast and not os.environ.get("FORGELLM_QUIET_BLAS"):
-        print(f"forgellm: warning: {state.message}", file=stream)
+    if os.environ.get("FORGELLM_QUIET_BLAS"):
+        return
+    if not state.fast:
+        warnings = [state.message]
+    else:  # fast in the end, but what the user set or installed did not load
+        warnings = [f"using {state.source} ({state.library}) because {problem}" for problem in state.problems]
+    for warning in warnings:
+        print(f"forgellm: warning: {warning}", file=stream)
+    if warnings:
         os.environ["FORGELLM_QUIET_BLAS"] = "1"  # children inherit it: one warning per launch
 
 

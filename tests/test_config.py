@@ -43,11 +43,17 @@ def test_all_problems_reported_at_once_with_lines(tmp_path: Path) -> None:
         config.load(bad)
     problems = info.value.problems
     assert len(problems) == 4
-    text = "\n".join(problems)
-    assert f"{bad}:2" in text and "did you mean 'batch_size'" in text
-    assert f"{bad}:3" in text and "expected int" in text
-    assert f"{bad}:6" in text and "'scale'" in text
-    assert f"{bad}:7" in text and "'cpt', 'ift'" in text
+    by_place = {p.split(": ", 1)[0]: p.split(": ", 1)[1] for p in problems}  # "file:line (key)" -> message
+    assert set(by_place) == {
+        f"{bad}:2 (bach_size)",
+        f"{bad}:3 (iters)",
+        f"{bad}:6 (lora_parameters.alpha)",
+        f"{bad}:7 (train_type)",
+    }
+    assert "did you mean 'batch_size'" in by_place[f"{bad}:2 (bach_size)"]
+    assert by_place[f"{bad}:3 (iters)"] == "expected int, got 'many'"
+    assert "'scale'" in by_place[f"{bad}:6 (lora_parameters.alpha)"]
+    assert "'cpt', 'ift'" in by_place[f"{bad}:7 (train_type)"]
 
 
 def test_types_are_coerced() -> None:
@@ -59,7 +65,11 @@ def test_types_are_coerced() -> None:
 def test_value_ranges_are_checked() -> None:
     with pytest.raises(ConfigError) as info:
         config.from_dict({"batch_size": 0, "val_fraction": 1.5, "mixture": {"ratio": 0}})
-    assert len(info.value.problems) == 3
+    assert sorted(info.value.problems) == [
+        "batch_size: must be >= 1, got 0",
+        "mixture.ratio: must be in (0, 1], got 0.0",
+        "val_fraction: must be between 0 and 1 (exclusive), got 1.5",
+    ]
 
 
 def test_overrides_apply_on_top_of_a_file(tmp_path: Path) -> None:
@@ -80,10 +90,21 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 def test_bad_yaml_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
-    path.write_text("model: tiny\niters: [1, 2\n")
+    path.write_text("model: tiny\niters: 10\nseed: @x\nbatch_size: 2\n")  # line 3 cannot be parsed
     with pytest.raises(ForgeError) as info:
         config.load(path)
-    assert str(path) in info.value.message and "YAML" in info.value.message
+    assert info.value.where == f"{path}:3"
+    assert info.value.what == "not valid YAML (found character '@' that cannot start any token)"
+    assert info.value.fix == "fix the YAML syntax"
+
+
+def test_an_unclosed_bracket_names_the_line_it_opened_on(tmp_path: Path) -> None:
+    path = tmp_path / "unclosed.yaml"
+    path.write_text("model: tiny\ndata: [dataset/a, dataset/b\niters: 10\n")  # "[" on line 2, noticed on 3
+    with pytest.raises(ForgeError) as info:
+        config.load(path)
+    assert info.value.where == f"{path}:3"
+    assert "flow sequence that starts on line 2" in info.value.what, info.value.what
 
 
 def test_every_field_has_help() -> None:

@@ -189,7 +189,16 @@ def test_documents_mentioning_special_tokens_are_text(tmp_path):
     p = prepare(cfg(data=root, max_seq_length=8, val_fraction=0.25), tok, cache_dir=tmp_path / "cache")
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     stream = stream_of(np.asarray(p.train.tokens))
-    assert (stream == eos).sum() <= 3, "only document separators are EOS, not the literal text"
+    split = p.report["splits"]["train"]
+    assert p.report["documents"]["train"] == 3  # 4 documents, one to validation
+    # One EOS ends each training document; only the last one can fall in the unpacked remainder. Were
+    # the literal "<|im_end|>" read as the special token, each document would add 5 more.
+    expected = 3 - (split["remainder"] > 0)
+    assert (stream == eos).sum() == expected >= 2, "only document separators are EOS, not the literal text"
+    literal = tok("<|im_end|>", split_special_tokens=True, add_special_tokens=False)["input_ids"]
+    assert eos not in literal and len(literal) > 1  # the text as ordinary tokens
+    windows = np.lib.stride_tricks.sliding_window_view(stream, len(literal))
+    assert (windows == literal).all(axis=1).sum() >= 5 * 2, "the marker text is kept, as text, in each document"
 
 
 def test_mlx_lm_tokenizer_wrapper_is_accepted(tmp_path, wtok):
@@ -293,8 +302,17 @@ def test_a_tokenizer_that_marks_every_input_start_is_cut_rarely():
     backend.train_from_iterator(
         sentences(200), trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"], show_progress=False)
     )
-    info = tokens_module.tokenizer_info(PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>"))
-    assert info.piece_chars == tokens_module.UNCUTTABLE_PIECE_CHARS > tokens_module.PIECE_CHARS
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>")
+    info = tokens_module.tokenizer_info(tok)
+    # Behaviour, not the constants: a text several ordinary pieces long is encoded whole (no cut), and a
+    # longer one is cut only every UNCUTTABLE_PIECE_CHARS or so; the ids are unchanged where no cut is made.
+    medium = " ".join(sentences(200))[: 5 * tokens_module.PIECE_CHARS]
+    flat, _ = info.encode_documents([medium])
+    assert info.cuts == 0 and flat.tolist() == tok(medium, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    long = (medium + " ") * (2 * tokens_module.UNCUTTABLE_PIECE_CHARS // len(medium) + 1)
+    info.encode_documents([long])
+    assert 1 <= info.cuts <= len(long) // (tokens_module.UNCUTTABLE_PIECE_CHARS // 2)
+    assert info.cuts < len(long) // tokens_module.PIECE_CHARS // 4, "far fewer cuts than an ordinary tokenizer gets"
 
 
 def test_a_file_list_reads_each_listed_file_once(known_corpus, wtok, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -95,7 +96,11 @@ def test_encodings_bom_utf16_and_legacy(tmp_path):
     assert "déjà" in found[0] and "not UTF-8" in entry.reason and not problems.items
 
 
-def test_scan_files_lists_status_per_file(tmp_path):
+def test_scan_files_lists_status_per_file(tmp_path, monkeypatch):
+    # pypdf is an optional extra, not a dependency. None in sys.modules makes `import pypdf` raise
+    # ImportError exactly as on a machine without it, so the "not installed" branch is tested whether or
+    # not this environment has pypdf (the installed branch: test_pdf_and_docx_go_through_...).
+    monkeypatch.setitem(sys.modules, "pypdf", None)
     (tmp_path / "ok.md").write_text("# hi")
     (tmp_path / "empty.txt").write_text("  \n")
     (tmp_path / "blob.txt").write_bytes(bytes(range(256)) * 4)
@@ -109,10 +114,8 @@ def test_scan_files_lists_status_per_file(tmp_path):
     assert entries["empty.txt"].reason == "empty file"
     assert entries["blob.txt"].reason == "binary file (not text)"
     assert "unsupported file type '.png'" in entries["pic.png"].reason
-    try:
-        import pypdf  # noqa: F401
-    except ImportError:
-        assert "pip install pypdf" in entries["doc.pdf"].reason
+    assert entries["doc.pdf"].status == "skipped"
+    assert entries["doc.pdf"].reason == "reading .pdf needs the optional package: pip install pypdf"
     assert {e.path.rsplit("/", 1)[-1] for e in scan_files(tmp_path, train_type="ift") if e.status == "read"} == set()
 
 
@@ -155,11 +158,21 @@ def test_nothing_usable_and_missing_paths_stop_before_training(tmp_path, wtok):
     assert e.value.where.startswith("mixture.general")
 
 
-def test_relative_paths_resolve_against_the_project(tmp_path):
+def test_relative_paths_resolve_against_the_project_not_the_working_directory(tmp_path, monkeypatch):
+    from forgellm.data.ingest import as_paths
     from forgellm.paths import PROJECT_ROOT
 
-    assert discover([PROJECT_ROOT / "forgellm" / "data"])  # what "forgellm/data" in a config means
+    # A decoy at the same relative path under the working directory, and a file only the cwd has.
+    (tmp_path / "forgellm" / "data").mkdir(parents=True)
+    (tmp_path / "forgellm" / "data" / "__init__.py").write_text("decoy")
+    (tmp_path / "only_in_cwd.txt").write_text("not in the project")
+    monkeypatch.chdir(tmp_path)
     assert scan_files("forgellm/data/__init__.py")[0].path == str(PROJECT_ROOT / "forgellm/data/__init__.py")
+    found = discover(as_paths("forgellm/data"))
+    assert PROJECT_ROOT / "forgellm/data/ingest.py" in found and all(p.is_relative_to(PROJECT_ROOT) for p in found)
+    with pytest.raises(ForgeError, match="does not exist") as e:
+        scan_files("only_in_cwd.txt")
+    assert str(PROJECT_ROOT / "only_in_cwd.txt") in e.value.where
 
 
 def test_garbage_never_raises_anything_but_forge_error(tmp_path, wtok):
@@ -172,16 +185,27 @@ def test_garbage_never_raises_anything_but_forge_error(tmp_path, wtok):
     (root / "nested.jsonl").write_text('[1, 2]\n{"text": {"a": 1}}\nnull\n')
     for i in range(3):
         (root / f"ok{i}.txt").write_text(doc(f"doc{i}", 60))
-    try:
-        p = prepare(cfg(data=root, max_seq_length=8), wtok, cache_dir=tmp_path / "cache")
-    except ForgeError:
-        return
+    # Three good documents are enough to train on: the garbage must not stop the build (no early return).
+    p = prepare(cfg(data=root, max_seq_length=8), wtok, cache_dir=tmp_path / "cache")
     assert p.train.rows > 0 and np.asarray(p.train.tokens).dtype == np.int32
+    r = p.report
+    vocab = wtok.get_vocab()
+    rows = set(np.asarray(p.train.tokens).ravel().tolist()) | set(np.asarray(p.val.tokens).ravel().tolist())
+    assert {vocab[f"doc{i}"] for i in range(3)} <= rows, "every good document reaches the data"
+    assert r["files_summary"]["found"] == 21
+    assert all(f["reason"] for f in r["files"] if f["status"] == "skipped")
+    problems = {(q["file"].rsplit("/", 1)[-1], q["line"]): q["what"] for q in r["problems"]}
+    assert problems == {
+        ("weird.json", 1): "'text' must be a string, got int",
+        ("nested.jsonl", 1): "'text' must be a string, got list",
+        ("nested.jsonl", 2): "'text' must be a string, got dict",
+        ("nested.jsonl", 3): "'text' must be a string, got NoneType",
+    }
 
 
 def test_pdf_and_docx_go_through_their_optional_libraries(tmp_path, monkeypatch):
-    """The readers call pypdf / python-docx when installed (faked here: neither is a dependency)."""
-    import sys
+    """The readers call pypdf / python-docx when installed (faked here: neither is a dependency; the real
+    pypdf is used by test_a_real_pdf_is_read_with_pypdf where it is installed)."""
     import types
 
     class Page:
@@ -203,8 +227,41 @@ def test_pdf_and_docx_go_through_their_optional_libraries(tmp_path, monkeypatch)
     sys.modules["docx"].Document = docx.Document
     (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4 fake")
     (tmp_path / "b.docx").write_bytes(b"PK\x03\x04 fake")
+    assert [e.status for e in scan_files([tmp_path / "a.pdf", tmp_path / "b.docx"])] == ["read", "read"]
     assert docs_of(tmp_path / "a.pdf")[0] == ["Page one.\n\nPage two."]
     assert docs_of(tmp_path / "b.docx")[0] == ["Title\nBody text."]
     sys.modules["pypdf"].PdfReader = lambda path: (_ for _ in ()).throw(ValueError("EOF marker not found"))
     found, problems, entry = docs_of(tmp_path / "a.pdf")
     assert found == [] and entry.status == "skipped" and "EOF marker not found" in problems.items[0].what
+
+
+def minimal_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF whose page shows `lines` (Helvetica), with a correct cross-reference table."""
+    text = " ".join(f"({line}) Tj T*" for line in lines)
+    stream = f"BT /F1 12 Tf 14 TL 72 720 Td {text} ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_a_real_pdf_is_read_with_pypdf(tmp_path):
+    """The installed branch with the real library (pypdf is optional: skipped where it is not installed)."""
+    pytest.importorskip("pypdf")
+    (tmp_path / "hive.pdf").write_bytes(minimal_pdf(["Bees make honey.", "The queen lays eggs."]))
+    found, problems, entry = docs_of(tmp_path / "hive.pdf")
+    assert entry.status == "read" and not problems.items
+    assert len(found) == 1 and "Bees make honey." in found[0] and "The queen lays eggs." in found[0]

@@ -233,7 +233,9 @@ def test_dataset_choices_never_escape_dataset(tmp_path, monkeypatch):
 
 def test_real_dataset_choices_are_inside_dataset():
     root = paths.dataset_dir().resolve()
-    for choice in choices.dataset_choices():
+    found = choices.dataset_choices()
+    assert "dataset/beekeeping" in found, found  # the shipped corpus is offered (an empty list proves nothing)
+    for choice in found:
         assert (paths.PROJECT_ROOT / choice).resolve().is_relative_to(root)
 
 
@@ -449,6 +451,9 @@ def _free_port() -> int:
 
 
 def test_app_serves_and_exits_on_sigterm(home):
+    """`python app.py` serves the UI, runs MLX on OpenBLAS (Linux mlx-cpu), and exits 0 on SIGTERM."""
+    from forgellm import platform
+
     port = _free_port()
     env = {
         **os.environ,
@@ -473,6 +478,11 @@ def test_app_serves_and_exits_on_sigterm(home):
             except OSError:
                 time.sleep(0.5)
         assert status == 200, proc.stdout.read().decode() if proc.poll() is not None else "no answer in 90 s"
+        if sys.platform.startswith("linux") and platform._mlx_uses_reference_blas():
+            maps = Path(f"/proc/{proc.pid}/maps").read_text().splitlines()
+            mapped = {Path(line.split()[-1]).name for line in maps if line.split()[-1].startswith("/")}
+            # The OpenBLAS ForgeLLM loads has plain cblas names (numpy's libscipy_openblas64_ does not count).
+            assert any(name.startswith("libopenblas") for name in mapped), sorted(mapped)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
