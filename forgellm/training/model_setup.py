@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,22 @@ def load_base(model_path: Path, trust_remote_code: bool = False) -> tuple[nn.Mod
     from mlx_lm.utils import load
 
     try:
-        return load(str(model_path), tokenizer_config={"trust_remote_code": trust_remote_code})
+        model, tokenizer = load(str(model_path), tokenizer_config={"trust_remote_code": trust_remote_code})
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise ForgeError(
             f"could not load the model: {e}", str(model_path), "check that it is an mlx-lm/HF model folder"
         ) from e
+    warn_if_quantized_on_cpu(model_path, is_quantized(model))
+    return model, tokenizer
+
+
+def warn_if_quantized_on_cpu(model_path: Path, quantized: bool) -> None:
+    """QLoRA on a CPU is far slower than LoRA on float32: say so before step one (stderr, so train.log too)."""
+    from ..models.quantization import quantized_cpu_warning
+
+    warning = quantized_cpu_warning(str(model_path), quantized=quantized)
+    if warning and os.environ.get("MLX_RANK", "0") == "0":  # once, from rank 0, in a distributed run
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def is_quantized(model: nn.Module) -> bool:

@@ -18,6 +18,7 @@ import gradio as gr
 from .. import choices, forms, launcher, runs
 from ..config import TrainConfig, field_help
 from ..errors import ForgeError
+from ..models.quantization import quantized_cpu_warning
 from ..run_summary import status_summary
 from .common import choices_update, guarded, show_error
 
@@ -153,6 +154,9 @@ def _start(choice: str, *values: Any) -> tuple[str, Any]:
     text = (
         f"Started **{name}** (pid {launched.process.pid}).\n\nRun folder: `{launched.run_dir}`\n\nOverrides: {changed}"
     )
+    warning = quantized_cpu_warning(cfg.model)  # QLoRA on a CPU: far slower than LoRA on float32
+    if warning:
+        text += f"\n\n**Warning:** {warning}"
     return text, choices_update(choices.run_choices(include=name), name)
 
 
