@@ -4,6 +4,13 @@
     python bench/data_bench.py --mb 20      # quicker
     python bench/data_bench.py --tokenizer models/smollm2-135m-instruct   # any local tokenizer folder
     python bench/data_bench.py --mb 20 --repeats 5   # median of five cold runs (this VM's speed drifts)
+    python bench/data_bench.py --mb 20 --tokenizer <SmolLM2 folder> --piece-chars 4096,65536 --repeats 5
+
+--piece-chars A,B compares the size of the pieces long texts are cut into before tokenizing
+(`forgellm.data.tokens.PIECE_CHARS`, 4096 by default; every cut is still checked to keep the token
+ids): the values alternate in each repeat (A B, then B A, ...), and each value gets its median and
+runs, plus the ratio A / B of each interleaved pair. The figures for the 64 KB pieces are today's cutter
+with larger pieces, not the code before pieces were checked (e3a1955^).
 
 The corpus is made by shuffling the sentences of the shipped sample corpus (dataset/beekeeping) into
 files of about 1 MB in a temporary folder. `prepare` runs in a child process so that its peak RSS
@@ -19,6 +26,7 @@ import os
 import random
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +84,9 @@ def tokenizer_folder(arg: str | None, scratch: Path) -> Path:
 CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
+import forgellm.data.tokens
+if {piece}:
+    forgellm.data.tokens.PIECE_CHARS = {piece}
 from transformers import AutoTokenizer
 from forgellm.config import from_dict
 from forgellm.data import prepare
@@ -113,7 +124,13 @@ def main() -> None:
         default=1,
         help="cold runs (fresh cache each); the median is reported (this VM's speed drifts)",
     )
+    parser.add_argument(
+        "--piece-chars",
+        default="0",
+        help="comma list of piece sizes in characters to compare, interleaved (default: the library's, 4096)",
+    )
     args = parser.parse_args()
+    pieces = [int(x) for x in args.piece_chars.split(",")]
     with tempfile.TemporaryDirectory(prefix="forgellm-data-bench-") as tmp:
         scratch = Path(tmp)
         (scratch / "corpus").mkdir()
@@ -122,10 +139,27 @@ def main() -> None:
         print(f"corpus: {size / 1e6:.1f} MB in {time.perf_counter() - t:.1f}s", flush=True)
         tok = str(tokenizer_folder(args.tokenizer, scratch))
         kw = dict(tok=tok, data=str(scratch / "corpus"), seq=args.max_seq_length)
-        colds = [run_child(**kw, cache=str(scratch / f"cache{i}")) for i in range(args.repeats)]
-        cold = sorted(colds, key=lambda r: r["seconds"])[len(colds) // 2]
-        warm = run_child(**kw, cache=str(scratch / "cache0"))
+        colds: dict[int, list[dict]] = {p: [] for p in pieces}
+        for i in range(args.repeats):
+            for p in pieces if i % 2 == 0 else pieces[::-1]:
+                colds[p].append(run_child(**kw, piece=p, cache=str(scratch / f"cache-{p}-{i}")))
+        warm = run_child(**kw, piece=pieces[0], cache=str(scratch / f"cache-{pieces[0]}-0"))
+    for p in pieces:
+        report(colds[p], warm, size, args.repeats, p)
+    if len(pieces) == 2:
+        a, b = ([size / 1e6 / r["seconds"] for r in colds[p]] for p in pieces)
+        ratios = [x / y for x, y in zip(a, b, strict=True)]
+        print(
+            f"pairs, piece_chars {pieces[0]} vs {pieces[1]} (MB/s): "
+            + ", ".join(f"{x:.2f} vs {y:.2f}" for x, y in zip(a, b, strict=True))
+            + f"; ratio median {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+        )
+
+
+def report(colds: list[dict], warm: dict, size: int, repeats: int, piece: int) -> None:
+    cold = sorted(colds, key=lambda r: r["seconds"])[len(colds) // 2]
     result = {
+        "piece_chars": piece or "default",
         "corpus_mb": round(size / 1e6, 1),
         "tokens": cold["tokens"],
         "cold_seconds": round(cold["seconds"], 2),
@@ -141,12 +175,11 @@ def main() -> None:
         "cpu_count": len(os.sched_getaffinity(0)),
         "max_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
-    runs = (
-        f" (median of {args.repeats}: {', '.join(map(str, result['mb_per_s_all_runs']))})" if args.repeats > 1 else ""
-    )
+    runs = f" (median of {repeats}: {', '.join(map(str, result['mb_per_s_all_runs']))})" if repeats > 1 else ""
+    label = f"piece_chars {piece}: " if piece else ""
     print(
-        f"tokenize + pack: {result['mb_per_s']} MB/s{runs} ({result['cold_seconds']}s for {result['corpus_mb']} MB, "
-        f"{result['tokens']:,} tokens); {result['mb_per_cpu_second']} MB per CPU-second on "
+        f"{label}tokenize + pack: {result['mb_per_s']} MB/s{runs} ({result['cold_seconds']}s for "
+        f"{result['corpus_mb']} MB, {result['tokens']:,} tokens); {result['mb_per_cpu_second']} MB per CPU-second on "
         f"{result['cpu_count']} cores, load average {result['load_average_1m']} (other processes slow it)"
     )
     print(

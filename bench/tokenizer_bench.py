@@ -2,11 +2,15 @@
 
     python bench/tokenizer_bench.py --tokenizer models/smollm2-135m-instruct     # 20 MB corpus
     LD_PRELOAD=/path/libmimalloc.so.3 python bench/tokenizer_bench.py ...         # another allocator
+    python bench/tokenizer_bench.py --tokenizer ... --piece-chars 65536           # 64 KB pieces
+    python bench/cpu_profile.py --target tokenizer --tokenizer ...                # perf: malloc/free share
 
 Builds the same synthetic corpus as data_bench.py, runs `forgellm.data.prepare` once under cProfile
 (time inside the fast tokenizer's `encode_batch_fast` vs everything else), then times the tokenizer
 alone (`encode_batch_fast` on the same pieces the pipeline sends it) --repeats times. Without
---tokenizer it trains the tiny model's tokenizer like data_bench.py does.
+--tokenizer it trains the tiny model's tokenizer like data_bench.py does. --piece-chars sets the size of
+the pieces long texts are cut into (`forgellm.data.tokens.PIECE_CHARS`, 4096 by default; 65536 gives
+the 64 KB pieces of the BENCHMARKS.md rows before the cut was made smaller, each cut still checked).
 """
 
 from __future__ import annotations
@@ -31,7 +35,12 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=20)
     ap.add_argument("--tokenizer", help="folder of a saved Hugging Face tokenizer (default: the tiny model's)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--piece-chars", type=int, help="piece size in characters (default: the library's, 4096)")
     args = ap.parse_args()
+    import forgellm.data.tokens
+
+    if args.piece_chars:
+        forgellm.data.tokens.PIECE_CHARS = args.piece_chars
     from transformers import AutoTokenizer
 
     from forgellm.config import from_dict
@@ -60,6 +69,7 @@ def main() -> None:
         backend.encode_batch_fast(pieces, add_special_tokens=False)
         rates.append(size / (time.perf_counter() - t0))
     result = {
+        "piece_chars": info.piece_chars,
         "corpus_mb": round(size, 1),
         "prepare_s": round(total, 2),
         "prepare_mb_per_s": round(size / total, 2),
@@ -67,6 +77,7 @@ def main() -> None:
         "encode_only_mb_per_s": [round(r, 2) for r in rates],
     }
     print(
+        f"pieces of {info.piece_chars} characters; "
         f"prepare: {size / total:.2f} MB/s ({total:.2f} s), {100 * encode / total:.0f}% inside encode_batch_fast; "
         f"tokenizer alone: {', '.join(f'{r:.2f}' for r in rates)} MB/s"
     )

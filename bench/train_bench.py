@@ -6,8 +6,9 @@
     python bench/train_bench.py --overhead-only          # only the metrics/status writing micro-benchmark
 
 Method (no parsing of either tool's console output). Both tools train the same model on the same
-token windows with the same hyperparameters (Adam, constant LR, no clipping, no warmup, LoRA rank 8 /
-scale 20 on every block's default keys, or full fine-tuning), evaluation and checkpointing effectively
+token windows with the same hyperparameters (Adam with bias correction, which ForgeLLM always uses
+and mlx-lm gets from a `-c` config file, see `mlx_lm_config`; constant LR, no clipping, no warmup, LoRA
+rank 8 / scale 20 on every block's default keys, or full fine-tuning), evaluation and checkpointing effectively
 off (steps_per_eval / save_every 100000, one validation batch). Each tool runs twice, with N1 and N2
 iterations, as a child of this script; steady-state tokens/s = (N2 - N1) * targets_per_step / (T2 - T1)
 from wall time, which cancels start-up, model loading, compilation, the two one-batch evaluations and
@@ -166,6 +167,20 @@ def forgellm_argv(
     return argv + (extra or [])
 
 
+# ForgeLLM's Adam always has bias correction (forgellm/training/loop.py build_optimizer); MLX's default is
+# off, and mlx-lm's CLI sets optimizer options only from a config file. Without this the two tools would
+# run different update rules.
+MLX_LM_ADAM_CONFIG = "optimizer_config:\n  adam:\n    bias_correction: true\n"
+
+
+def mlx_lm_config(folder: Path) -> Path:
+    """The `mlx_lm lora -c` file that gives mlx-lm's Adam the bias correction ForgeLLM's has."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mlx_lm_adam.yaml"
+    path.write_text(MLX_LM_ADAM_CONFIG)
+    return path
+
+
 def mlx_lm_argv(
     model_path: Path,
     data_dir: Path,
@@ -214,6 +229,8 @@ def mlx_lm_argv(
         "adam",
         "--seed",
         "0",
+        "-c",
+        str(mlx_lm_config(adapter_dir.parent)),
     ]
 
 
