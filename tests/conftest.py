@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import forgellm  # noqa: F401 - loads OpenBLAS before any test module imports mlx (see forgellm.platform)
+
 # Data fixtures (tokenizers, corpora) shared by the tests/test_data_*.py modules.
 pytest_plugins = ("conftest_data",)
 
