@@ -190,18 +190,31 @@ def cmd_publish(args: argparse.Namespace) -> int:
     """Print the preflight (files, sizes, private/public), push, print the URL last. Token: HF_TOKEN or login."""
     from .publish import hub
 
-    folder = hub.export_adapter_for_push(args.model_dir, args.checkpoint) if args.adapter_only else args.model_dir
+    if args.adapter_only:
+        folder = hub.export_adapter_for_push(args.model_dir, args.checkpoint, repo_id=args.repo_id)
+    else:
+        folder = args.model_dir
     result = hub.push(
         folder,
         args.repo_id,
         private=not args.public,
         endpoint=args.endpoint,
         allow_failed_roundtrip=args.allow_failed_roundtrip,
-        on_preflight=lambda plan: print(plan.summary(), flush=True),
-        progress=lambda step: print(step.message, flush=True),
+        on_preflight=_print_plan,
+        progress=_print_step,
     )
-    print(result.url)
+    print(result.url)  # last line: the repo's URL
     return 0
+
+
+def _print_plan(plan) -> None:
+    """What will be sent; problems are left to the error that follows (printed once, with their fixes)."""
+    print(plan.summary(with_problems=False), flush=True)
+
+
+def _print_step(step) -> None:
+    if step.phase != "done":
+        print(step.message, flush=True)
 
 
 def cmd_tiny(args: argparse.Namespace) -> int:
@@ -256,6 +269,7 @@ COMMANDS = {
     "generate": cmd_generate,
     "fuse": cmd_fuse,
     "quantize": cmd_quantize,
+    "publish": cmd_publish,
     "tiny": cmd_tiny,
     "models": cmd_models,
     "doctor": cmd_doctor,
