@@ -358,10 +358,10 @@ def test_cli_publish_end_to_end(server, model, forgellm_home, written_since) -> 
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real tiny LoRA run (the one MLX part of this module)."""
-    out = tmp_path_factory.mktemp("publish_runs")
-    args = ["train", "configs/cpt-tiny.yaml", "--set", f"output_dir={out}", "--set", "run_name=beekeeper"]
+def trained_run(tiny_model: Path, forgellm_home: Path) -> Path:
+    """A real tiny LoRA run under the app's runs/ (the one MLX part of this module)."""
+    out = forgellm_home / "runs"
+    args = ["train", "configs/cpt-tiny.yaml", "--set", f"output_dir={out}", "--set", "run_name=beekeeper-publish"]
     for item in ["max_seq_length=64", "batch_size=4", "iters=6", "steps_per_eval=3", "fine_tune_type=lora"]:
         args += ["--set", item]
     return Path(run_cli(*args).stdout.splitlines()[0])
@@ -404,3 +404,51 @@ def test_adapter_only_exports_then_pushes(server, trained_run, forgellm_home, ca
     assert sha(files["adapters.safetensors"]) == sha((exported / "adapters.safetensors").read_bytes())
     latest = runs.resolve_checkpoint(trained_run, "latest")
     assert sha(files["adapters.safetensors"]) == sha((latest / runs.ADAPTER_FILE).read_bytes())
+
+
+def test_the_publishing_tab_flow_fuse_card_quantize_push(server, trained_run, forgellm_home, monkeypatch) -> None:
+    """The tab's handlers in order, as a user clicks them: fuse, edit the card, quantize, preflight, push."""
+    from forgellm.publish import workflow
+    from forgellm.ui import publishing
+
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    message, _ = publishing._fuse(trained_run.name, "best", "tab-fused", False)
+    assert "Round-trip check" in message and "identical" in message, message
+    assert "tab-fused" in workflow.publishable_folders()
+
+    card = publishing._show_card("tab-fused")
+    assert card.startswith("---\n") and "library_name: mlx" in card
+    with pytest.warns(UserWarning):
+        assert "not valid YAML" in publishing._save_card("tab-fused", "---\nlicense: [unclosed\n---\n# x\n")
+    edited = card.replace("# ", "# Edited: ", 1)
+    assert "Saved the card" in publishing._save_card("tab-fused", edited)
+    assert publishing._show_card("tab-fused") == edited  # kept as edited, not regenerated
+
+    message, _ = publishing._quantize("tab-fused", 8, 64)
+    assert "validation perplexity" in message and "tab-fused-8bit" in workflow.publishable_folders()
+    assert "## Quantized" in publishing._show_card("tab-fused-8bit")
+
+    report = publishing._preflight("tab-fused", "alice/tab", False, "", False)  # no token anywhere
+    assert "nothing will be sent" in report and "HF_TOKEN" in report, report
+    report = publishing._preflight("tab-fused", "alice/tab", False, TOKEN, False)
+    assert "ready to push" in report and TOKEN not in report and server.uploads_seen() == []
+
+    steps = list(publishing._push("tab-fused", "alice/tab", False, TOKEN, False))
+    assert steps[-1].startswith(f"**Pushed** to [{server.url}/alice/tab]") and "(private)" in steps[-1]
+    assert len(steps) > 2 and all(TOKEN not in step for step in steps)
+    assert server.repos["alice/tab"].files["README.md"].decode() == edited  # the edited card was sent
+    list(publishing._push("tab-fused-8bit", "alice/tab-8bit", True, TOKEN, False))
+    assert server.repos["alice/tab-8bit"].private is False
+    assert json.loads(server.repos["alice/tab-8bit"].files["config.json"])["quantization"]["bits"] == 8
+
+
+def test_the_tab_offers_and_accepts_only_folders_it_wrote(forgellm_home) -> None:
+    from forgellm.publish import workflow
+
+    mine = forgellm_home / "models" / "users-own-model"
+    mine.mkdir(parents=True, exist_ok=True)
+    (mine / "config.json").write_text("{}")
+    assert "users-own-model" not in workflow.publishable_folders()
+    for name in ("users-own-model", "../runs", "/etc", None, ""):
+        with pytest.raises(ForgeError, match="no publishable model"):
+            workflow.model_folder(name)

@@ -416,9 +416,10 @@ def test_publishing_rejects_a_bad_name_before_fusing(monkeypatch):
     from forgellm.ui import publishing
 
     make_run("r")
-    monkeypatch.setattr(publishing, "fuse_run", lambda *a: pytest.fail("must not fuse"))
+    monkeypatch.setattr(publishing, "fuse_run", lambda *a, **k: pytest.fail("must not fuse"))
     with pytest.warns(UserWarning):
-        assert "not a plain folder name" in publishing._fuse("r", "best", "../escape")
+        message, folders = publishing._fuse("r", "best", "../escape", False)
+    assert "not a plain folder name" in message
 
 
 # --------------------------------------------------------------------------------------------------

@@ -348,12 +348,25 @@ def _ensure_card(plan: Preflight, repo_ok: bool) -> None:
     fused = (plan.folder / PROVENANCE_FILE).is_file()
     if fused:
         _write_fuse_card(plan, repo_ok)
-    if readme.is_file():
+    if not fused and _is_placeholder(readme):
+        plan.problems.append(
+            Problem(
+                "the folder's README.md is mlx-lm's empty placeholder, not a model card",
+                "write the card (the Publishing tab shows it for editing) before pushing",
+            )
+        )
+    elif readme.is_file():
         _check_front_matter(plan, readme)
     elif not fused:
         plan.problems.append(
             Problem("the folder has no model card (README.md)", "write a README.md with YAML front matter")
         )
+
+
+def _is_placeholder(readme: Path) -> bool:
+    from .card import card_state
+
+    return card_state(readme) == "placeholder"
 
 
 def _write_fuse_card(plan: Preflight, repo_ok: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,7 +81,27 @@ def quantize_fused(fused_dir: Path, out: Path, bits: int = 4, group_size: int = 
     with atomic_folder(out, replace_marker=QUANTIZE_FILE) as tmp:
         save(tmp, str(fused_dir), model, tokenizer, config, donate_model=True)
         (tmp / QUANTIZE_FILE).write_text(json.dumps(asdict(report), indent=2))
+        _carry_card(fused_dir, tmp, report)
     return report
+
+
+def _carry_card(fused_dir: Path, out: Path, report: QuantizeReport) -> None:
+    """The fused model's card (written first if it has none) with a section on the quantization, and its chart.
+
+    The appended section makes it an edited card from then on: kept as it is, never regenerated.
+    """
+    from .card import CHART_FILE, card_state, write_card
+
+    if card_state(fused_dir / "README.md") in ("absent", "placeholder"):
+        write_card(fused_dir)
+    text = (fused_dir / "README.md").read_text(encoding="utf-8")
+    text = text.rstrip("\n") + (
+        f"\n\n## Quantized\n\nThis repo holds the model quantized by mlx-lm to {report.summary()}. "
+        "The round-trip check above was made on the unquantized fuse.\n"
+    )
+    (out / "README.md").write_text(text, encoding="utf-8")
+    if (fused_dir / CHART_FILE).is_file():
+        shutil.copy2(fused_dir / CHART_FILE, out / CHART_FILE)
 
 
 def _check_options(bits: int, group_size: int) -> None:
