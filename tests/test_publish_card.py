@@ -19,7 +19,7 @@ from helpers import PROJECT_ROOT, run_cli
 
 from forgellm import config, runs
 from forgellm.errors import ForgeError
-from forgellm.publish import card, png
+from forgellm.publish import card, card_file, lineage, png
 from forgellm.publish.adapter import PROVENANCE_FILE as ADAPTER_MARKER
 from forgellm.publish.adapter import export_adapter
 from forgellm.publish.card import RunFacts
@@ -152,18 +152,47 @@ def test_licence_comes_from_the_base_card_or_the_user(tmp_path: Path) -> None:
 
 def test_card_state_tells_generated_edited_placeholder_and_user_cards(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
-    assert card.card_state(readme) == "absent"
+    assert card_file.card_state(readme) == "absent"
     readme.write_text("---\nlanguage: en\nlibrary_name: mlx\npipeline_tag: text-generation\ntags:\n- mlx\n---\n")
-    assert card.card_state(readme) == "placeholder"  # what mlx-lm's save writes into a fused folder
+    assert card_file.card_state(readme) == "placeholder"  # what mlx-lm's save writes into a fused folder
     readme.write_text("---\nlicense: mit\nlibrary_name: mlx\n---\n")
-    assert card.card_state(readme) == "user"  # front matter only, but with the user's licence
-    signed = card._sign("---\nlibrary_name: mlx\n---\n\n# Model\n\nText.\n")
+    assert card_file.card_state(readme) == "user"  # front matter only, but with the user's licence
+    signed = card_file.sign("---\nlibrary_name: mlx\n---\n\n# Model\n\nText.\n")
     readme.write_text(signed)
-    assert card.card_state(readme) == "generated"
+    assert card_file.card_state(readme) == "generated"
     readme.write_text(signed.replace("Text.", "Text, edited by hand."))
-    assert card.card_state(readme) == "edited"
+    assert card_file.card_state(readme) == "edited"
     readme.write_text("# My own card\n")
-    assert card.card_state(readme) == "user"
+    assert card_file.card_state(readme) == "user"
+    readme.write_bytes(signed.replace("\n", "\r\n").encode())  # saved by a Windows editor, unchanged
+    assert card_file.card_state(readme) == "generated"  # line endings are not an edit
+    readme.write_bytes(signed.replace("Text.", "Text, edited.").replace("\n", "\r\n").encode())
+    assert card_file.card_state(readme) == "edited"
+
+
+def test_front_matter_is_read_as_the_hub_reads_it() -> None:
+    """One parser for the app, the preflight and write_card, matching huggingface_hub's block."""
+    from huggingface_hub import ModelCard
+
+    for text in (
+        "---\nlicense: mit\ntags: [mlx]\n---\n# Card\n",
+        "---\r\nlicense: mit\r\ntags: [mlx]\r\n---\r\n# Card\r\n",  # Windows line endings
+        "\n---\nlicense: mit\ntags: [mlx]\n---",  # leading blank line, no body
+        "---\nlicense: mit\ntags: [mlx]\nmodel_name: Bienen-Modell für Imker 🐝\n---\n# Café\n",
+    ):
+        meta = card_file.parse_front_matter(text)
+        assert meta["license"] == "mit" and meta["tags"] == ["mlx"], text
+        assert meta == ModelCard(text).data.to_dict(), text
+    assert card_file.parse_front_matter("# No front matter\n---\nx: 1\n") is None
+    for broken, why in (
+        ("---\nlicense: mit\n# Title\n", "no closing --- line"),  # the Hub would see no metadata at all
+        ("---\nlicense: [mit\n---\n", "not valid YAML"),
+        ("---\n- a list\n---\n", "not a YAML mapping"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            card_file.parse_front_matter(broken)
+        assert card_file.read_front_matter(broken) is None
+    assert card_file.card_body("---\r\na: 1\r\n---\r\n# Body\r\n") == "# Body\r\n"
 
 
 # ---- data lineage ----------------------------------------------------------------------------------
@@ -181,17 +210,17 @@ def test_source_hashes_are_checked_against_the_run_data_cache_key(tmp_path: Path
     key = cache.cache_key(config.from_dict(cfg), "fp", {"data": [doc]})
     entry = {"path": str(doc), "kind": "text", "size": doc.stat().st_size, "status": "read", "documents": 1}
     report = {"cache": {"key": key}, "tokenizer": {"fingerprint": "fp"}, "files": [entry]}
-    assert card.data_unchanged(cfg, report) is True
-    [listed] = card.source_files(report)
+    assert lineage.data_unchanged(cfg, report) is True
+    [listed] = lineage.source_files(report)
     assert listed.sha256 == hashlib.sha256(doc.read_bytes()).hexdigest() and listed.note == ""
     assert listed.path == ".../a.txt"  # a path outside the project is not published
     doc.write_text("The queen lays eggs!\n")  # same size, other bytes
-    assert card.data_unchanged(cfg, report) is False
+    assert lineage.data_unchanged(cfg, report) is False
     doc.write_text("The queen lays many eggs.\n")
-    assert card.source_files(report)[0].note == "size changed since training"
+    assert lineage.source_files(report)[0].note == "size changed since training"
     doc.unlink()
-    assert card.source_files(report)[0].sha256 is None and card.source_files(report)[0].note == "missing now"
-    assert card.data_unchanged(cfg, {**report, "cache": None}) is None  # nothing recorded: unknown
+    assert lineage.source_files(report)[0].sha256 is None and lineage.source_files(report)[0].note == "missing now"
+    assert lineage.data_unchanged(cfg, {**report, "cache": None}) is None  # nothing recorded: unknown
 
 
 def test_public_config_keeps_no_local_paths_or_addresses() -> None:
@@ -200,7 +229,7 @@ def test_public_config_keeps_no_local_paths_or_addresses() -> None:
     )
     cfg.update(output_dir="/srv/private/runs", hosts=["10.0.0.1", "10.0.0.2"])
     cfg["mixture"]["general"] = "/srv/private/general"
-    public = card.public_config(cfg)
+    public = lineage.public_config(cfg)
     assert public["data"] == [".../docs", "dataset/beekeeping"]
     assert (public["model"], public["output_dir"], public["mixture"]["general"]) == (
         ".../base",
@@ -208,7 +237,7 @@ def test_public_config_keeps_no_local_paths_or_addresses() -> None:
         ".../general",
     )
     assert public["hosts"] == "2 host(s), addresses not published"
-    assert card.public_path(str(PROJECT_ROOT / "dataset" / "x.md")) == "dataset/x.md"
+    assert lineage.public_path(str(PROJECT_ROOT / "dataset" / "x.md")) == "dataset/x.md"
 
 
 # ---- rendering without a run: IFT on SmolLM2 -------------------------------------------------------
@@ -246,7 +275,7 @@ def smollm_ift_facts(tmp_path: Path) -> RunFacts:
 
 def test_ift_adapter_card_loads_from_the_hub_with_the_run_template(tmp_path: Path) -> None:
     text = card.render_card(smollm_ift_facts(tmp_path), model_ref="me/smol-bees-adapter", adapter=True)
-    meta = card.read_front_matter(text)
+    meta = card_file.read_front_matter(text)
     assert (meta["base_model"], meta["base_model_relation"], meta["license"]) == (SMOLLM_HUB, "adapter", "apache-2.0")
     code = python_block(text)
     assert 'adapter = snapshot_download("me/smol-bees-adapter")' in code
@@ -311,10 +340,10 @@ def local_traces(forgellm_home: Path, *more: Path) -> list[str]:
 
 
 def test_write_card_describes_the_fused_model(fused: Path, lora_run: Path, forgellm_home: Path) -> None:
-    assert card.card_state(fused / "README.md") == "placeholder"  # mlx-lm's, replaced
+    assert card_file.card_state(fused / "README.md") == "placeholder"  # mlx-lm's, replaced
     readme = card.write_card(fused, repo_id="someone/tiny-bees")
     text = readme.read_text()
-    assert card.card_state(readme) == "generated"
+    assert card_file.card_state(readme) == "generated"
     meta = yaml.safe_load(text.split("---\n")[1])
     assert meta == {
         "library_name": "mlx",
@@ -328,10 +357,9 @@ def test_write_card_describes_the_fused_model(fused: Path, lora_run: Path, forge
         assert f"| `{entry['path']}` | {entry['size']:,} | {entry['documents']} | `{digest}` |" in text
     assert "They are the bytes the model was trained on" in text
     assert "![Loss against step" in text and "(loss.png)" in text
-    roundtrip = (
-        json.loads((fused / card.ROUNDTRIP_FILE).read_text()) if (fused / card.ROUNDTRIP_FILE).exists() else None
-    )
-    assert card.roundtrip_summary(roundtrip) in text
+    roundtrip = json.loads((fused / card.ROUNDTRIP_FILE).read_text())  # every fuse stores its check
+    assert roundtrip["identical"] is True and "Round-trip check" in text
+    assert card.roundtrip_summary(roundtrip) in text and card.roundtrip_summary(roundtrip).startswith("identical on 3")
     assert "```yaml\nmodel: tiny\n" in text and "fine_tune_type: lora" in text
     assert not [t for t in local_traces(forgellm_home, lora_run) if t in text]
     width, height, _, _ = read_png((fused / "loss.png").read_bytes())
@@ -343,7 +371,7 @@ def test_card_front_matter_parses_with_huggingface_hub(fused: Path) -> None:
 
     text = card.write_card(fused, repo_id="someone/tiny-bees").read_text()
     parsed = ModelCard(text, ignore_metadata_errors=False)
-    expected = card.read_front_matter(text)
+    expected = card_file.read_front_matter(text)
     assert parsed.data.to_dict() == expected
     assert ModelCardData(**expected).to_dict() == expected
     assert yaml.safe_load(parsed.data.to_yaml()) == expected
@@ -366,7 +394,7 @@ def test_write_card_keeps_a_card_the_user_edited(fused: Path) -> None:
     generated = readme.read_text()
     assert card.write_card(fused).read_text() == generated  # regenerating an unedited card: same text
     readme.write_text(generated.replace("## Usage", "## Usage\n\nMy own words."))
-    assert card.card_state(readme) == "edited"
+    assert card_file.card_state(readme) == "edited"
     card.write_card(fused, license="mit")
     assert "My own words." in readme.read_text()  # kept as the user left it
     readme.write_text(generated)  # back to ForgeLLM's: replaced again (others' tests share the folder)
@@ -380,6 +408,25 @@ def test_write_card_refuses_a_folder_it_did_not_fuse(tmp_path: Path) -> None:
         card.write_card(tmp_path)
     (tmp_path / "README.md").write_text("# Mine\n")
     assert card.write_card(tmp_path).read_text() == "# Mine\n"  # the user's card: nothing to do
+
+
+def test_ensure_card_rewrites_its_own_card_for_the_repo_it_goes_to(fused: Path) -> None:
+    """Regression: the app writes the card when a folder is picked (no repo id yet), and the preflight kept
+    it, so the pushed card told Hub users to `load("<local folder name>")`. An unedited ForgeLLM card is now
+    rewritten for the repo (a licence the user chose is kept); an edited one is left alone."""
+    readme = fused / "README.md"
+    readme.unlink()
+    assert card.ensure_card(fused) is True and 'load("tiny-bees")' in readme.read_text()
+    assert card.ensure_card(fused) is False  # nothing new to say: not rewritten
+    card.write_card(fused, license="mit")
+    assert card.ensure_card(fused, repo_id="someone/Tiny.Bees-v2") is True  # uppercase and dots are valid ids
+    text = readme.read_text()
+    assert 'load("someone/Tiny.Bees-v2")' in text and "# Tiny.Bees-v2" in text and 'load("tiny-bees")' not in text
+    assert card_file.read_front_matter(text)["license"] == "mit" and card_file.card_state(readme) == "generated"
+    assert card.ensure_card(fused, repo_id="someone/Tiny.Bees-v2") is False
+    readme.write_text(text.replace("## Usage", "## Usage\n\nMine."))
+    assert card.ensure_card(fused, repo_id="someone/other") is False and "Mine." in readme.read_text()
+    readme.write_text(text)  # ForgeLLM's again, for the tests that share the folder
 
 
 def test_exported_adapter_loads_in_mlx_lm_like_the_checkpoint(
@@ -432,3 +479,12 @@ def test_re_export_replaces_only_its_own_folder(lora_run: Path, tmp_path: Path) 
 def test_default_export_folder_is_under_models(lora_run: Path, forgellm_home: Path) -> None:
     out = export_adapter(lora_run)
     assert out == forgellm_home / "models" / f"{lora_run.name}-adapter" and (out / "adapters.safetensors").is_file()
+
+
+def test_publish_adapter_only_from_a_checkpoint_folder_names_the_run(lora_run: Path, forgellm_home: Path) -> None:
+    """Regression: `publish runs/<id>/checkpoints/best --adapter-only` exported to models/best-adapter."""
+    from forgellm.publish.hub import export_adapter_for_push
+
+    out = export_adapter_for_push(runs.best_link(lora_run), repo_id="someone/bees-adapter")
+    assert out == forgellm_home / "models" / f"{lora_run.name}-adapter"
+    assert 'snapshot_download("someone/bees-adapter")' in (out / "README.md").read_text()

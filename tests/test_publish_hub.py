@@ -184,6 +184,18 @@ def test_preflight_refuses_a_public_repo_when_private_was_asked(server, model) -
     assert hub.preflight(model, "alice/open", token=TOKEN, endpoint=server.url, private=False).ok
 
 
+def test_an_unclosed_front_matter_is_a_problem(server, model) -> None:
+    """Regression: the preflight read everything after an opening --- as YAML, so a card whose closing ---
+    was lost passed, and the Hub showed it without licence or tags."""
+    (model / "README.md").write_text("---\nlicense: apache-2.0\nlibrary_name: mlx\n# tiny\n")
+    plan = hub.preflight(model, "alice/tiny", token=TOKEN, endpoint=server.url)
+    assert "README.md: the front matter has no closing --- line" in plan.summary() and not plan.ok
+    (model / "README.md").write_text(CARD.replace("\n", "\r\n").replace("# tiny", "# Bienen 🐝 café"))
+    assert hub.preflight(model, "alice/tiny", token=TOKEN, endpoint=server.url).ok  # Windows line endings, UTF-8
+    hub.push(model, "alice/tiny", token=TOKEN, endpoint=server.url)
+    assert_arrived(server, "alice/tiny", model)
+
+
 def test_card_yaml_is_validated_locally_and_by_the_server(server, model) -> None:
     (model / "README.md").write_text("---\nbase_model: /Users/me/models/tiny\n---\n# x\n")
     plan = hub.preflight(model, "alice/tiny", token=TOKEN, endpoint=server.url)
@@ -242,6 +254,35 @@ def test_a_file_naming_a_local_folder_is_not_published(server, model) -> None:
     with pytest.raises(hub.PreflightError):
         hub.push(model, "alice/leaky", token=TOKEN, endpoint=server.url)
     assert server.uploads_seen() == []
+
+
+def test_the_run_folder_of_a_fuse_is_a_local_path_wherever_it_is(server, model, tmp_path) -> None:
+    """Regression: only home, the project and ForgeLLM's home were looked for, so a run trained under
+    /tmp (or on another disk) could be named in a pushed file."""
+    run_dir = tmp_path / "scratch" / "runs" / "20260101-cpt-tiny"
+    (model / "forgellm_fuse.json").write_text(json.dumps({"checkpoint": str(run_dir / "checkpoints" / "6")}))
+    (model / "forgellm_roundtrip.json").write_text(json.dumps(roundtrip(True)))
+    assert hub.preflight(model, "alice/tmp-run", token=TOKEN, endpoint=server.url).ok
+    (model / "tokenizer_config.json").write_text(json.dumps({"name_or_path": str(run_dir / "tokenizer")}))
+    plan = hub.preflight(model, "alice/tmp-run", token=TOKEN, endpoint=server.url)
+    assert f"tokenizer_config.json contains the local path {run_dir}" in plan.summary()
+    (model / "tokenizer_config.json").write_text(json.dumps({"name_or_path": str(model)}))  # the folder itself
+    plan = hub.preflight(model, "alice/tmp-run", token=TOKEN, endpoint=server.url)
+    assert f"tokenizer_config.json contains the local path {model}" in plan.summary()
+
+
+def test_a_pasted_token_with_extra_characters_is_refused_before_any_request(server, model) -> None:
+    """Regression: a token pasted with a line break or a non-ASCII character failed inside the HTTP client
+    (reported as 'cannot reach the server', or a bare UnicodeEncodeError) instead of naming the token."""
+    for pasted in (TOKEN + "\nnext line", TOKEN + " ", "hf_" + "\u2026" + TOKEN[3:], TOKEN[:10] + " " + TOKEN[10:]):
+        requests_before = len(server.requests)
+        plan = hub.preflight(model, "alice/tiny", token=pasted, endpoint=server.url)
+        summary = plan.summary()
+        if pasted.strip() == TOKEN:  # surrounding whitespace is stripped: the token works
+            assert plan.ok, summary
+            continue
+        assert "contains spaces, line breaks or non-ASCII characters" in summary, summary
+        assert TOKEN[:10] not in summary and len(server.requests) == requests_before, summary
 
 
 def roundtrip(identical: bool) -> dict:
@@ -437,6 +478,13 @@ def test_the_publishing_tab_flow_fuse_card_quantize_push(server, trained_run, fo
     assert steps[-1].startswith(f"**Pushed** to [{server.url}/alice/tab]") and "(private)" in steps[-1]
     assert len(steps) > 2 and all(TOKEN not in step for step in steps)
     assert server.repos["alice/tab"].files["README.md"].decode() == edited  # the edited card was sent
+    assert 'load("tab-fused")' in edited and "does not load alice/tab" in report  # said, not changed
+
+    # Regression: an unedited card, written when the folder was picked, went out loading the local folder.
+    publishing._save_card("tab-fused", card)  # ForgeLLM's card again
+    list(publishing._push("tab-fused", "alice/tab-again", False, TOKEN, False))
+    sent = server.repos["alice/tab-again"].files["README.md"].decode()
+    assert 'load("alice/tab-again")' in sent and 'load("tab-fused")' not in sent
     list(publishing._push("tab-fused-8bit", "alice/tab-8bit", True, TOKEN, False))
     assert server.repos["alice/tab-8bit"].private is False
     assert json.loads(server.repos["alice/tab-8bit"].files["config.json"])["quantization"]["bits"] == 8
@@ -449,6 +497,11 @@ def test_the_tab_offers_and_accepts_only_folders_it_wrote(forgellm_home) -> None
     mine.mkdir(parents=True, exist_ok=True)
     (mine / "config.json").write_text("{}")
     assert "users-own-model" not in workflow.publishable_folders()
-    for name in ("users-own-model", "../runs", "/etc", None, ""):
+    elsewhere = forgellm_home / "outside-models"
+    elsewhere.mkdir()
+    (elsewhere / "forgellm_fuse.json").write_text("{}")
+    (forgellm_home / "models" / "linked").symlink_to(elsewhere)  # a link would lead the app out of models/
+    assert "linked" not in workflow.publishable_folders()
+    for name in ("users-own-model", "linked", "../runs", "/etc", None, ""):
         with pytest.raises(ForgeError, match="no publishable model"):
             workflow.model_folder(name)

@@ -95,3 +95,23 @@ def test_a_damaged_weight_is_caught_with_the_first_differing_token(fused_runs, t
     differing = [p for p in result.prompts if not p.identical]
     assert differing and differing[0].first_difference.startswith("generated token"), differing
     assert all(p.max_logit_diff > 1e-2 for p in result.prompts)
+
+
+def test_fusing_again_checks_a_folder_an_older_forgellm_fused_without_a_check(fused_runs, tmp_path: Path) -> None:
+    """Regression: a fused folder without forgellm_roundtrip.json (written before the check existed) was
+    taken as already fused, so fusing again was a no-op and the push stayed refused. Fusing again, also
+    through the run's `checkpoints/best` link, now runs and stores the check."""
+    run_dir, fused = fused_runs["ift"]
+    older = tmp_path / "older-fuse"
+    shutil.copytree(fused, older)
+    (older / roundtrip.ROUNDTRIP_FILE).unlink()
+    best_link = runs.best_link(run_dir)
+    assert best_link.is_symlink()
+    assert fuse_run(best_link, older) == older.resolve()
+    stored = roundtrip.read_roundtrip(older)
+    assert stored is not None and stored.identical and stored.chat_format  # an IFT run: checked through its template
+    provenance = json.loads((older / "forgellm_fuse.json").read_text())
+    assert provenance["checkpoint"] == str(best_link.resolve())  # the step the link named, not the link
+    before = (older / roundtrip.ROUNDTRIP_FILE).stat().st_mtime_ns
+    fuse_run(run_dir, older)  # the same checkpoint ("best" of the run), now checked: a no-op
+    assert (older / roundtrip.ROUNDTRIP_FILE).stat().st_mtime_ns == before

@@ -17,18 +17,9 @@ from typing import Any
 from .. import runs
 from ..atomic import atomic_folder, require_replaceable
 from ..paths import models_dir
-from .card import (
-    CARD_FILE,
-    CHART_FILE,
-    KEPT_STATES,
-    RunFacts,
-    card_state,
-    chart_png,
-    gather,
-    hub_base_model,
-    render_card,
-    sha256_file,
-)
+from .card import CHART_FILE, RunFacts, chart_png, gather, hub_base_model, render_card
+from .card_file import CARD_FILE, KEPT_STATES, card_state
+from .lineage import sha256_file
 
 PROVENANCE_FILE = "forgellm_adapter.json"  # marks a folder an adapter export wrote (and so may replace)
 # What mlx-lm's load_adapters reads, plus the base model and the train type; `model` is rewritten.

@@ -3,30 +3,19 @@
 A card has YAML front matter the Hugging Face Hub accepts (`base_model` only as a Hub id, with
 `base_model_relation`; `license` from the base model or the user, never guessed; `library_name: mlx`,
 `pipeline_tag`, `tags`) and a body that says what was trained and on what: method and base model,
-every source file with its size and SHA-256, the mixture, the resolved config, best and final
-metrics with a loss chart (`loss.png`, drawn by `png.py`), the round-trip check of a fused folder,
-and a usage snippet that runs as written.
+every source file with its size and SHA-256 (`lineage.py`), the mixture, the resolved config, best and
+final metrics with a loss chart (`loss.png`, drawn by `png.py`), the round-trip check of a fused
+folder, and a usage snippet that runs as written.
 
-Which README.md is replaced. A card ForgeLLM writes ends with a marker comment holding the SHA-256
-of the text above it. `write_card` replaces a README.md only when it is absent, is mlx-lm's
-placeholder (front matter only: `mlx_lm`'s save writes one into every fused folder), or is a
-ForgeLLM card whose text still matches its marker. A README.md without the marker, or one edited
-after ForgeLLM wrote it, is the user's and is kept as it is (`card_state` tells which).
-
-Source-file hashes. A run records each file's size but not its SHA-256, so the hashes are computed
-when the card is written. They are checked against the run's data-cache key (which hashes the bytes
-of every input file): when it matches, the card says these are the bytes the model was trained on;
-when it does not (a file, or ForgeLLM's data code, changed since), the card says the hashes describe
-the files as they are now.
+Which README.md is replaced (`card_file.py`): only one that is absent, mlx-lm's placeholder, or a
+ForgeLLM card nobody edited. A card the user wrote or edited is kept as it is.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,27 +27,20 @@ from .. import __version__, runs
 from ..atomic import write_bytes, write_text
 from ..errors import ForgeError
 from ..models.registry import BUILTINS, HUB_ALIASES, local_folder, looks_like_hub_id
-from ..paths import PROJECT_ROOT, home
 from . import png
+from .card_file import CARD_FILE, KEPT_STATES, card_state, read_front_matter, read_text, sign
 from .fuse import PROVENANCE_FILE
+from .lineage import data_section, public_config, public_path
+from .markdown import fmt, loss, table
+from .roundtrip import ROUNDTRIP_FILE
 
-CARD_FILE = "README.md"
 CHART_FILE = "loss.png"
-ROUNDTRIP_FILE = "forgellm_roundtrip.json"  # written beside a fused model by roundtrip.py
-MARKER = "forgellm-card"
-_MARKER_RE = re.compile(r"\n<!-- forgellm-card sha256:([0-9a-f]{64}) -->\n*\Z")
-MAX_FILES_LISTED = 200  # source files listed one by one; the rest are counted
 HUB_URL = "https://huggingface.co"
 CPT_PROMPT = "The most important thing to know about this subject is"
 IFT_PROMPT = "What is the most important thing to know about this subject?"
 TRAIN_TYPES = {"cpt": "continued pre-training on raw text", "ift": "instruction fine-tuning on conversations"}
 METHODS = {"lora": "LoRA", "dora": "DoRA", "full": "full fine-tuning"}
-
-# The keys of the front-matter-only README.md that mlx-lm's save writes into every fused folder.
-_PLACEHOLDER_KEYS = {"language", "library_name", "pipeline_tag", "tags", "base_model"}
-# card_state values: README.md files that write_card may replace, and those it keeps.
-REPLACEABLE_STATES = ("absent", "placeholder", "generated")
-KEPT_STATES = ("edited", "user")
+CHOSEN_LICENCE = "(chosen when publishing)"  # the Licence row of a card whose licence the user chose
 
 
 # ---- what a run says -------------------------------------------------------------------------------
@@ -82,6 +64,11 @@ class RunFacts:
     @property
     def base_name(self) -> str:
         return str(self.adapter_config.get("base_model") or self.adapter_config.get("model") or "?")
+
+    @property
+    def train_type(self) -> str | None:
+        """cpt or ift: what the checkpoint records, else the run's config (None when neither says)."""
+        return self.adapter_config.get("train_type") or self.config.get("train_type")
 
     @property
     def step(self) -> int | None:
@@ -176,7 +163,7 @@ def base_license(name: str | None, base_path: Path | None = None) -> tuple[dict[
     `license_link` for `license: other`), else from the built-in registry.
     """
     if base_path is not None:
-        meta = read_front_matter(_read_text(Path(base_path) / CARD_FILE)) or {}
+        meta = read_front_matter(read_text(Path(base_path) / CARD_FILE)) or {}
         if isinstance(meta.get("license"), str):
             keys = {k: str(meta[k]) for k in ("license", "license_name", "license_link") if meta.get(k)}
             return keys, "the base model's card (README.md)"
@@ -224,55 +211,6 @@ def card_metadata(
     return meta
 
 
-def read_front_matter(text: str | None) -> dict[str, Any] | None:
-    """The YAML front matter of a README.md text, or None when it has none (or it is not a mapping)."""
-    match = re.match(r"---\s*\n(.*?)\n---\s*(\n|\Z)", text or "", re.S)
-    if not match:
-        return None
-    try:
-        data = yaml.safe_load(match.group(1))
-    except yaml.YAMLError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-# ---- which README.md may be replaced ---------------------------------------------------------------
-
-
-def card_state(readme: Path) -> str:
-    """What a README.md is: `absent`, `placeholder` (mlx-lm's, front matter only), `generated` (a
-    ForgeLLM card, unedited), `edited` (a ForgeLLM card changed since) or `user` (anything else)."""
-    text = _read_text(Path(readme))
-    if text is None:
-        return "absent" if not Path(readme).exists() else "user"
-    match = _MARKER_RE.search(text)
-    if match:
-        body = text[: match.start()]
-        return "generated" if _digest(body) == match.group(1) else "edited"
-    meta = read_front_matter(text)
-    body = re.sub(r"\A---\s*\n.*?\n---\s*", "", text, count=1, flags=re.S).strip()
-    if meta is not None and not body and meta.get("library_name") == "mlx" and set(meta) <= _PLACEHOLDER_KEYS:
-        return "placeholder"
-    return "user"
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _sign(text: str) -> str:
-    """Append the marker that lets a later write tell this card from one the user edited."""
-    text = text.rstrip("\n") + "\n"
-    return f"{text}\n<!-- {MARKER} sha256:{_digest(text)} -->\n"
-
-
 # ---- the card --------------------------------------------------------------------------------------
 
 
@@ -304,7 +242,7 @@ def render_card(
     meta = card_metadata(
         facts.base_name,
         facts.adapter_config.get("fine_tune_type", "lora"),
-        facts.adapter_config.get("train_type") or facts.config.get("train_type", "cpt"),
+        facts.train_type or "cpt",
         base_path=facts.base_path,
         adapter=adapter,
         license=license,
@@ -319,18 +257,18 @@ def render_card(
         _training(facts, meta, hub_id),
         _results(facts, chart),
         None if adapter else _roundtrip_section(roundtrip),
-        _data(facts),
+        data_section(facts.report, facts.config),
         _config(facts),
         _footer(),
     ]
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    return _sign(f"---\n{front}---\n\n" + "\n\n".join(s for s in sections if s))
+    return sign(f"---\n{front}---\n\n" + "\n\n".join(s for s in sections if s))
 
 
 def _intro(facts: RunFacts, hub_id: str | None, adapter: bool, dequantized: bool) -> str:
     kind = facts.adapter_config.get("fine_tune_type", "")
     method = METHODS.get(kind, "a fine-tune")
-    train = TRAIN_TYPES.get(facts.adapter_config.get("train_type") or facts.config.get("train_type"), "training")
+    train = TRAIN_TYPES.get(facts.train_type, "training")
     if adapter:
         what = "This folder holds the trained weights only (mlx-lm adapter format): load them on top of the base model."
     else:
@@ -362,7 +300,7 @@ def _usage(facts: RunFacts, model_ref: str, adapter: bool, base_ref: str, hub_id
         lines.append(f"model, tokenizer = load({q(base_ref)}, adapter_path=adapter){base_note}")
     else:
         lines.append(f"model, tokenizer = load({q(model_ref)})")
-    if (facts.adapter_config.get("train_type") or facts.config.get("train_type")) == "ift":
+    if facts.train_type == "ift":
         lines.append(f'messages = [{{"role": "user", "content": {q(IFT_PROMPT)}}}]')
         if adapter and facts.chat_template:  # the run's template: the base tokenizer has none
             lines[0:0] = ["from pathlib import Path"]
@@ -398,15 +336,15 @@ def _training(facts: RunFacts, meta: dict[str, Any], hub_id: str | None) -> str:
     ac, cfg = facts.adapter_config, facts.config
     rows = [
         ("Base model", _base_link(facts, hub_id) + _quantized_note(facts)),
-        ("Training", TRAIN_TYPES.get(ac.get("train_type") or cfg.get("train_type"), "?") + _ift_note(facts)),
+        ("Training", TRAIN_TYPES.get(facts.train_type, "?") + _ift_note(facts)),
         ("Method", _method(ac)),
         ("Checkpoint", _checkpoint_label(facts)),
         ("Optimizer", _optimizer(cfg)),
         ("Batch", _batch(cfg)),
-        ("Seed", _fmt(cfg.get("seed"))),
+        ("Seed", fmt(cfg.get("seed"))),
         ("Licence", _licence_note(meta, facts)),
     ]
-    return "## Training\n\n" + _table(rows)
+    return "## Training\n\n" + table(rows)
 
 
 def _quantized_note(facts: RunFacts) -> str:
@@ -450,19 +388,19 @@ def _checkpoint_label(facts: RunFacts) -> str:
     total = status.total_steps or facts.trainer_state.get("total_steps")
     state = status.state.replace("_", " ")
     reason = f" ({status.stop_reason})" if status.stop_reason else ""
-    label = f"step {_fmt(step)}" + (f" ({', '.join(notes)})" if notes else "")
-    return f"{label}; the run {state}{reason} at step {status.step} of {_fmt(total)}"
+    label = f"step {fmt(step)}" + (f" ({', '.join(notes)})" if notes else "")
+    return f"{label}; the run {state}{reason} at step {status.step} of {fmt(total)}"
 
 
 def _optimizer(cfg: dict[str, Any]) -> str:
     if not cfg:
         return "not recorded"
     parts = [
-        f"{cfg.get('optimizer')}, learning rate {_fmt(cfg.get('learning_rate'))}",
-        f"{cfg.get('lr_schedule')} schedule to {_fmt(cfg.get('min_learning_rate'))}",
+        f"{cfg.get('optimizer')}, learning rate {fmt(cfg.get('learning_rate'))}",
+        f"{cfg.get('lr_schedule')} schedule to {fmt(cfg.get('min_learning_rate'))}",
         f"warmup {cfg.get('warmup_steps')} steps",
-        f"weight decay {_fmt(cfg.get('weight_decay'))}",
-        f"gradient clipping {_fmt(cfg.get('max_grad_norm'))}",
+        f"weight decay {fmt(cfg.get('weight_decay'))}",
+        f"gradient clipping {fmt(cfg.get('max_grad_norm'))}",
     ]
     return ", ".join(parts)
 
@@ -482,7 +420,7 @@ def _licence_note(meta: dict[str, Any], facts: RunFacts) -> str:
     found = base_license(facts.base_name, facts.base_path)
     if found and found[0].get("license") == meta["license"]:
         return f"`{meta['license']}`, from {found[1]}"
-    return f"`{meta['license']}` (chosen when publishing)"
+    return f"`{meta['license']}` {CHOSEN_LICENCE}"
 
 
 def _results(facts: RunFacts, chart: str | None) -> str:
@@ -492,21 +430,21 @@ def _results(facts: RunFacts, chart: str | None) -> str:
     ppl = {r.step: r.ppl for r in facts.records if r.split == "val" and getattr(r, "ppl", None) is not None}
     rows = []
     if val and val[0][0] == 0:
-        rows.append(("Validation loss before training", f"{_loss(val[0][1])} (perplexity {_ppl(ppl, *val[0])})"))
+        rows.append(("Validation loss before training", f"{loss(val[0][1])} (perplexity {_ppl(ppl, *val[0])})"))
     if best:
-        rows.append(("Best validation loss", f"{_loss(best[1])} (perplexity {_ppl(ppl, *best)}) at step {best[0]}"))
+        rows.append(("Best validation loss", f"{loss(best[1])} (perplexity {_ppl(ppl, *best)}) at step {best[0]}"))
     if val:
         rows.append(
-            ("Final validation loss", f"{_loss(val[-1][1])} (perplexity {_ppl(ppl, *val[-1])}) at step {val[-1][0]}")
+            ("Final validation loss", f"{loss(val[-1][1])} (perplexity {_ppl(ppl, *val[-1])}) at step {val[-1][0]}")
         )
     if train:
         rows.append(
-            ("Final training loss", f"{_loss(train[-1][1])} at step {train[-1][0]} (mean since the previous report)")
+            ("Final training loss", f"{loss(train[-1][1])} at step {train[-1][0]} (mean since the previous report)")
         )
     rows += _volume(facts)
     if not rows:
         return "## Results\n\nNo metrics were recorded."
-    text = "## Results\n\nLoss is the mean cross-entropy per trained token (nats).\n\n" + _table(rows)
+    text = "## Results\n\nLoss is the mean cross-entropy per trained token (nats).\n\n" + table(rows)
     if chart:
         text += (
             f"\n\n![Loss against step: training loss as a blue line, validation loss as orange dots]({chart})\n\n"
@@ -518,13 +456,13 @@ def _results(facts: RunFacts, chart: str | None) -> str:
 
 def _volume(facts: RunFacts) -> list[tuple[str, str]]:
     last = next((r for r in reversed(facts.records) if r.split == "train"), None)
-    rows = [("Steps", f"{facts.status.step} of {_fmt(facts.status.total_steps)}")]
+    rows = [("Steps", f"{facts.status.step} of {fmt(facts.status.total_steps)}")]
     tokens = getattr(last, "trained_tokens", None)
     if tokens is not None:
         rows.append(
             (
                 "Trained tokens",
-                f"{tokens:,} (whole run); {_fmt(facts.trainer_state.get('trained_tokens'))} up to this checkpoint",
+                f"{tokens:,} (whole run); {fmt(facts.trainer_state.get('trained_tokens'))} up to this checkpoint",
             )
         )
     elapsed = max((r.elapsed_s for r in facts.records), default=0.0)
@@ -548,11 +486,11 @@ def _best(facts: RunFacts, val: list[tuple[int, float]]) -> tuple[int, float] | 
     return min(finite, key=lambda p: p[1]) if finite else None
 
 
-def _ppl(recorded: dict[int, float | None], step: int, loss: float) -> str:
+def _ppl(recorded: dict[int, float | None], step: int, loss_value: float) -> str:
     value = recorded.get(step)
     if value is None:
-        value = math.exp(loss) if math.isfinite(loss) and loss < 700 else float("inf")
-    return _fmt(value, 2)
+        value = math.exp(loss_value) if math.isfinite(loss_value) and loss_value < 700 else float("inf")
+    return fmt(value, 2)
 
 
 def chart_png(records: Sequence[runs.MetricRecord]) -> bytes:
@@ -587,192 +525,6 @@ def roundtrip_summary(roundtrip: dict[str, Any] | None) -> str:
     return "not checked (the stored result is unreadable)"
 
 
-# ---- data lineage ----------------------------------------------------------------------------------
-
-
-@dataclass
-class SourceFile:
-    """One input file as the card lists it."""
-
-    path: str  # as shown: relative to the project, else abbreviated (no local paths in a card)
-    role: str  # data or general (the mixture's general corpus)
-    status: str  # read or skipped
-    size: int | None  # bytes when the run read it
-    items: int | None  # documents (CPT) or records (IFT) taken from it
-    sha256: str | None  # now; None when missing or unreadable
-    note: str = ""  # missing now, size changed since training, or why it was skipped
-    shown: str = ""  # the path as the data report wrote it (the key of its per-file facts)
-
-
-def source_files(report: dict[str, Any]) -> list[SourceFile]:
-    """The report's files with their SHA-256 computed now, and notes where a file is missing or resized."""
-    out = []
-    for role, key in (("data", "files"), ("general", "general_files")):
-        for entry in report.get(key) or []:
-            out.append(_source_file(entry, role))
-    return out
-
-
-def _source_file(entry: dict[str, Any], role: str) -> SourceFile:
-    path = _report_path(entry.get("path", ""))
-    digest, note = None, ""
-    if entry.get("status") != "read":
-        note = f"skipped: {entry.get('reason')}"
-    elif not path.is_file():
-        note = "missing now"
-    else:
-        digest = sha256_file(path)
-        if entry.get("size") is not None and path.stat().st_size != entry["size"]:
-            note = "size changed since training"
-    return SourceFile(
-        public_path(entry.get("path", "")),
-        role,
-        entry.get("status", "?"),
-        entry.get("size"),
-        entry.get("documents"),
-        digest,
-        note,
-        entry.get("path", ""),
-    )
-
-
-def _report_path(shown: str) -> Path:
-    """A report path (relative to the project folder when inside it) as a real path."""
-    path = Path(shown)
-    return path if path.is_absolute() else PROJECT_ROOT / path
-
-
-def sha256_file(path: Path) -> str | None:
-    """Hex SHA-256 of a file's bytes; None when it cannot be read."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
-def data_unchanged(config: dict[str, Any], report: dict[str, Any]) -> bool | None:
-    """True when today's input files give the run's data-cache key (the same bytes were trained on).
-
-    False when the key differs (a file or ForgeLLM's data code changed since training); None when the
-    run recorded too little to check.
-    """
-    from .. import config as config_module
-    from ..data import cache
-
-    recorded = (report.get("cache") or {}).get("key")
-    fingerprint = (report.get("tokenizer") or {}).get("fingerprint")
-    if not recorded or not fingerprint or not config:
-        return None
-    try:
-        cfg = config_module.from_dict(config)
-    except ForgeError:
-        return None
-    files = {"data": [_report_path(f["path"]) for f in report.get("files") or []]}
-    if cfg.train_type == "cpt" and cfg.mixture.general and cfg.mixture.ratio < 1:
-        files["mixture.general"] = [_report_path(f["path"]) for f in report.get("general_files") or []]
-    return cache.cache_key(cfg, fingerprint, files) == recorded
-
-
-def _data(facts: RunFacts) -> str:
-    report = facts.report
-    if not report:
-        return "## Data\n\nThe run folder holds no data report (data_report.json), so the data is not described."
-    files = source_files(report)
-    parts = [
-        "## Data",
-        _data_summary(facts, report),
-        _mixture(report),
-        _files_table(files, report),
-        _hash_note(facts, report, files),
-    ]
-    return "\n\n".join(p for p in parts if p)
-
-
-def _data_summary(facts: RunFacts, report: dict[str, Any]) -> str:
-    data = public_path(report.get("data") or facts.config.get("data") or "?")
-    files = report.get("files") or []
-    summary = report.get("files_summary") or {
-        "read": sum(f.get("status") == "read" for f in files),
-        "skipped": sum(f.get("status") != "read" for f in files),
-    }
-    tokens = report.get("tokens") or {}
-    lines = [f"- Source: `{data}`: {summary.get('read', '?')} file(s) read, {summary.get('skipped', 0)} skipped"]
-    if report.get("documents"):
-        d = report["documents"]
-        lines.append(
-            f"- Documents: {d.get('kept')} kept of {d.get('read')} read ({d.get('duplicates')} exact duplicates "
-            f"and {d.get('empty')} empty dropped), split by document: {d.get('train')} train, {d.get('val')} validation"
-        )
-        lines.append(
-            f"- Tokens: {_fmt(tokens.get('corpus'))} in the corpus; {_fmt(tokens.get('train'))} train, "
-            f"{_fmt(tokens.get('val'))} validation (tokens are counted per split, not per file)"
-        )
-    if report.get("examples"):
-        e = report["examples"]
-        dropped = ", ".join(f"{k} {v}" for k, v in (e.get("dropped") or {}).items() if v) or "none"
-        lines.append(
-            f"- Examples: {e.get('kept')} kept of {e.get('read')} read (dropped: {dropped}), "
-            f"split by example: {e.get('train')} train, {e.get('val')} validation"
-        )
-        lines.append(f"- Tokens: {_fmt(tokens.get('train'))} train, {_fmt(tokens.get('val'))} validation")
-    rows = (report.get("splits") or {}).get("train") or {}
-    if rows:
-        lines.append(f"- Training rows: {_fmt(rows.get('rows'))} of up to {report.get('max_seq_length')} + 1 tokens")
-    return "\n".join(lines)
-
-
-def _mixture(report: dict[str, Any]) -> str:
-    m = report.get("mixture")
-    if not m:
-        return ""
-    repeats = f"; repeated {m['general_repeats']}x (too small)" if (m.get("general_repeats") or 0) > 1 else ""
-    return (
-        f"Mixture: a general corpus (`{public_path(m.get('general') or '?')}`) is mixed in. Domain share of the "
-        f"training tokens: requested {_pct(m.get('ratio_requested'))}, achieved {_pct(m.get('ratio_achieved'))}; "
-        f"general tokens used {_fmt(m.get('general_tokens_used'))} "
-        f"of {_fmt(m.get('general_tokens_available'))}{repeats}."
-    )
-
-
-def _files_table(files: list[SourceFile], report: dict[str, Any]) -> str:
-    if not files:
-        return ""
-    formats = (report.get("ift") or {}).get("formats") or {}  # IFT: the record format found in each file
-    unit = "records" if report.get("train_type") == "ift" else "documents"
-    mixed = any(f.role == "general" for f in files)
-    header = ["file", *(["corpus"] if mixed else []), "bytes", unit, "SHA-256", "note"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for f in files[:MAX_FILES_LISTED]:
-        role = [f.role] if mixed else []
-        note = "; ".join(n for n in (f"format {formats[f.shown]}" if f.shown in formats else "", f.note) if n)
-        cells = [f"`{f.path}`", *role, _fmt(f.size), _fmt(f.items), f"`{f.sha256}`" if f.sha256 else "-", note]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    if len(files) > MAX_FILES_LISTED:
-        rest = files[MAX_FILES_LISTED:]
-        size = sum(f.size or 0 for f in rest)
-        lines.append(f"\n... and {len(rest)} more files ({size:,} bytes), not listed.")
-    return "\n".join(lines)
-
-
-def _hash_note(facts: RunFacts, report: dict[str, Any], files: list[SourceFile]) -> str:
-    note = "SHA-256 hashes were computed when this card was written (the run records sizes, not hashes). "
-    verdict = data_unchanged(facts.config, report)
-    if verdict:
-        return note + "They are the bytes the model was trained on: the files give the run's data-cache key again."
-    changed = [f.path for f in files if f.note in ("missing now", "size changed since training")]
-    why = f" ({len(changed)} file(s) missing or resized)" if changed else ""
-    if verdict is False:
-        return note + (
-            f"They describe the files as they are now: these files do not give the run's data-cache key{why}, "
-            "so a file (or ForgeLLM's data code) changed after training."
-        )
-    return note + f"Whether a file changed after training cannot be checked: the run recorded no data-cache key{why}."
-
-
 def _config(facts: RunFacts) -> str:
     if not facts.config:
         return ""
@@ -781,79 +533,12 @@ def _config(facts: RunFacts) -> str:
     return f"## Configuration\n\n{intro}\n\n```yaml\n{text}```"
 
 
-def public_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config without local details: absolute paths shortened, host addresses counted, not listed."""
-    out = json.loads(json.dumps(config))  # a deep copy of plain data
-    for key in ("model", "output_dir", "hostfile"):
-        if isinstance(out.get(key), str):
-            out[key] = public_path(out[key])
-    data = out.get("data")
-    out["data"] = [public_path(d) for d in data] if isinstance(data, list) else public_path(str(data or ""))
-    mixture = out.get("mixture")
-    if isinstance(mixture, dict) and isinstance(mixture.get("general"), str):
-        mixture["general"] = public_path(mixture["general"])
-    if out.get("hosts"):
-        out["hosts"] = f"{len(out['hosts'])} host(s), addresses not published"
-    return out
-
-
-def public_path(value: str) -> str:
-    """A path fit for a public card: relative paths as they are; an absolute path inside the project
-    or ForgeLLM's home relative to it; any other absolute path shortened to `.../<name>`."""
-    if not value or not (value.startswith(("/", "~")) or Path(value).is_absolute()):
-        return value
-    path = Path(value).expanduser()
-    for root in (PROJECT_ROOT, home()):
-        try:
-            return str(path.resolve().relative_to(root.resolve()))
-        except ValueError:
-            continue
-    return f".../{path.name}"
-
-
 def _footer() -> str:
     try:
         mlx_lm = importlib.metadata.version("mlx-lm")
     except importlib.metadata.PackageNotFoundError:
         mlx_lm = "?"
     return f"---\n\nCard written by ForgeLLM {__version__} (mlx-lm {mlx_lm})."
-
-
-# ---- formatting ------------------------------------------------------------------------------------
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return (
-            f"{value:.{digits}g}"
-            if abs(value) < 1e-3 or abs(value) >= 1e5
-            else f"{value:,.{digits}f}".rstrip("0").rstrip(".")
-        )
-    return str(value)
-
-
-def _loss(value: float) -> str:
-    return f"{value:.4f}" if math.isfinite(value) else str(value)
-
-
-def _pct(value: Any) -> str:
-    return f"{value:.1%}" if isinstance(value, (int, float)) else "?"
-
-
-def _cell(value: str) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    return "| | |\n|---|---|\n" + "\n".join(f"| {_cell(k)} | {_cell(v)} |" for k, v in rows)
 
 
 # ---- writing ---------------------------------------------------------------------------------------
@@ -905,3 +590,21 @@ def write_card(model_dir: Path, license: str | None = None, repo_id: str | None 
     write_bytes(model_dir / CHART_FILE, chart_png(facts.records))
     write_text(readme, text)
     return readme
+
+
+def ensure_card(model_dir: Path, repo_id: str | None = None) -> bool:
+    """Write a fused folder's card when ForgeLLM may and should; True when it wrote one.
+
+    It writes when README.md is absent or mlx-lm's placeholder, and rewrites its own unedited card when
+    `repo_id` is given and the card's usage snippet loads something else (a card first written for the
+    local folder would tell Hub users to load a folder they do not have). The licence on the card is kept.
+    """
+    readme = Path(model_dir) / CARD_FILE
+    state = card_state(readme)
+    text = read_text(readme) or ""
+    names_other_repo = state == "generated" and repo_id is not None and json.dumps(repo_id) not in text
+    if state not in ("absent", "placeholder") and not names_other_repo:
+        return False
+    chosen = (read_front_matter(text) or {}).get("license") if CHOSEN_LICENCE in text else None
+    write_card(model_dir, license=chosen if isinstance(chosen, str) else None, repo_id=repo_id)
+    return True

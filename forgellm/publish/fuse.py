@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import runs
 from ..atomic import atomic_folder, require_replaceable
-from .roundtrip import check_roundtrip
+from .roundtrip import check_roundtrip, read_roundtrip
 
 PROVENANCE_FILE = "forgellm_fuse.json"  # which run and checkpoint a fused folder came from
 
@@ -47,21 +47,23 @@ def fuse_run(run_or_checkpoint: Path, out: Path, checkpoint: str = "best", dequa
         # Donated: weights are freed as they are written, so the check's two models fit where this one was.
         save(tmp, str(base), model, tokenizer, config, donate_model=True)
         del model
-        (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
         check_roundtrip(tmp, ckpt)  # stored in the folder before it appears: no fused folder goes unchecked
     return out
 
 
 def _read_state(ckpt: Path) -> dict:
     path = ckpt / runs.TRAINER_STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _already_fused(out: Path, provenance: dict) -> bool:
+    """The same checkpoint, fused the same way, with its round-trip result stored (an older ForgeLLM wrote
+    none: fusing again is how that folder gets its check)."""
     path = out / PROVENANCE_FILE
-    if not path.is_file():
+    if not path.is_file() or read_roundtrip(out) is None:
         return False
     try:
-        return json.loads(path.read_text()) == provenance
+        return json.loads(path.read_text(encoding="utf-8")) == provenance
     except json.JSONDecodeError:
         return False

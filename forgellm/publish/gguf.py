@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text
 from ..errors import ForgeError
 from ..models.smollm import GGUF_GLOBAL_NAMES, GGUF_LAYER_NAMES, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED
 
@@ -53,7 +54,7 @@ def export_gguf(model_dir: Path) -> GgufExport:
     import mlx.core as mx
 
     model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config = _read_json(model_dir / "config.json")
     _check_exportable(config, model_dir)
     tokenizer_json = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
     pre = pre_tokenizer_name(tokenizer_json, model_dir)
@@ -68,15 +69,24 @@ def export_gguf(model_dir: Path) -> GgufExport:
     weights = _gguf_weights(mx.load(str(_weights_file(model_dir))), config)
     out = model_dir / GGUF_FILE
     tmp = model_dir / f".{GGUF_FILE}.tmp.gguf"  # mx.save_gguf wants the .gguf suffix
-    mx.save_gguf(str(tmp), weights, metadata)
-    tmp.replace(out)
+    try:
+        mx.save_gguf(str(tmp), weights, metadata)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no model-sized leftover behind
     layout, go_template, stop = modelfile_template(model_dir, template)
     modelfile = model_dir / MODELFILE
-    modelfile.write_text(_modelfile_text(layout, go_template, stop), encoding="utf-8")
+    write_text(modelfile, _modelfile_text(layout, go_template, stop))
     return GgufExport(out, modelfile, layout)
 
 
 def _check_exportable(config: dict, model_dir: Path) -> None:
+    if not config:
+        raise ForgeError(
+            "no readable config.json: GGUF export needs a fused model folder (an adapter export has none)",
+            str(model_dir),
+            "fuse the run's checkpoint first, then export that folder",
+        )
     if config.get("model_type") != "llama":
         raise ForgeError(
             f"GGUF export handles llama models; this one is {config.get('model_type')!r}", str(model_dir), LLAMA_CPP_FIX

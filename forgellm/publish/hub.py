@@ -13,6 +13,7 @@ login. It is never logged, written to a file or put into a message.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,10 +21,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import ForgeError
-from ..paths import models_dir
+from .card_file import CARD_FILE, card_state, parse_front_matter, read_text
 from .fuse import PROVENANCE_FILE
 from .roundtrip import ROUNDTRIP_FILE, read_roundtrip
 
@@ -266,8 +265,7 @@ def export_adapter_for_push(run_dir: Path, checkpoint: str = "best", repo_id: st
     """
     from .adapter import export_adapter
 
-    run_dir = Path(run_dir).expanduser().resolve()
-    return Path(export_adapter(run_dir, checkpoint, models_dir() / f"{run_dir.name}-adapter", repo_id=repo_id))
+    return export_adapter(Path(run_dir).expanduser(), checkpoint, repo_id=repo_id)  # to models/<run>-adapter
 
 
 def hub_error(exc: BaseException, endpoint: str, repo_id: str, token: str | None, doing: str) -> ForgeError | None:
@@ -295,23 +293,30 @@ def hub_error(exc: BaseException, endpoint: str, repo_id: str, token: str | None
 # ---- preflight: local checks
 
 
-def _local_paths() -> list[str]:
-    """Folders whose names would say something about this machine or its user if they were published."""
+def _local_paths(folder: Path) -> list[str]:
+    """Folders whose names would say something about this machine or its user if they were published:
+    home, project and ForgeLLM's home, the model folder itself, and the run a fuse came from (which may
+    be anywhere, e.g. under /tmp)."""
     from ..paths import PROJECT_ROOT, home
 
-    found = {str(Path.home()), str(PROJECT_ROOT), str(home())}
-    return sorted((p for p in found if len(p) > 1), key=len, reverse=True)
+    found = [Path.home(), PROJECT_ROOT, home(), folder]
+    checkpoint = (_json_file(folder / PROVENANCE_FILE) or {}).get("checkpoint")
+    if isinstance(checkpoint, str) and Path(checkpoint).is_absolute():
+        found.append(Path(checkpoint).parent.parent)  # runs/<id>/checkpoints/<step> -> runs/<id>
+    names = {str(p) for p in found} | {str(p.resolve()) for p in found}  # /tmp and /private/tmp on macOS
+    return sorted((p for p in names if len(p) > 1), key=len, reverse=True)
 
 
 def _check_no_local_paths(plan: Preflight) -> None:
     """No text file that would be sent names a local folder (a config or card written with a path in it)."""
     suffixes = (".json", ".md", ".txt", ".jinja", ".yaml")
+    local_paths = _local_paths(plan.folder)
     for item in plan.files:
         path = plan.folder / item.path
         if not path.name.endswith(suffixes) or item.size > 5_000_000:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
-        leaked = next((p for p in _local_paths() if p in text), None)
+        leaked = next((p for p in local_paths if p in text), None)
         if leaked:
             plan.problems.append(
                 Problem(
@@ -342,63 +347,67 @@ def _check_roundtrip(plan: Preflight, allow_failed: bool) -> None:
 
 
 def _ensure_card(plan: Preflight, repo_ok: bool) -> None:
-    """A card is required: a ForgeLLM fuse gets its card written when it has none (or only mlx-lm's
-    placeholder); any other folder without README.md is refused."""
-    readme = plan.folder / "README.md"
+    """A card is required: a ForgeLLM fuse gets its card written (or rewritten to load this repo, while
+    unedited); any other folder needs a README.md that is not mlx-lm's empty placeholder."""
+    readme = plan.folder / CARD_FILE
     fused = (plan.folder / PROVENANCE_FILE).is_file()
     if fused:
         _write_fuse_card(plan, repo_ok)
-    if not fused and _is_placeholder(readme):
+    state = card_state(readme)
+    if state == "absent" and not fused:  # a fuse whose card could not be written has that problem already
+        plan.problems.append(
+            Problem("the folder has no model card (README.md)", "write a README.md with YAML front matter")
+        )
+    elif state == "placeholder" and not fused:
         plan.problems.append(
             Problem(
                 "the folder's README.md is mlx-lm's empty placeholder, not a model card",
                 "write the card (the Publishing tab shows it for editing) before pushing",
             )
         )
-    elif readme.is_file():
+    elif state in ("generated", "edited", "user"):
         _check_front_matter(plan, readme)
-    elif not fused:
-        plan.problems.append(
-            Problem("the folder has no model card (README.md)", "write a README.md with YAML front matter")
-        )
-
-
-def _is_placeholder(readme: Path) -> bool:
-    from .card import card_state
-
-    return card_state(readme) == "placeholder"
+        if repo_ok and state != "user":
+            _check_usage_names_repo(plan, readme)
 
 
 def _write_fuse_card(plan: Preflight, repo_ok: bool) -> None:
-    from .card import card_state, write_card
+    from .card import ensure_card
 
-    if card_state(plan.folder / "README.md") not in ("absent", "placeholder"):
-        return  # a ForgeLLM card, or one the user wrote or edited: kept as it is
     try:
-        write_card(plan.folder, repo_id=plan.repo_id if repo_ok and "/" in plan.repo_id else None)
+        written = ensure_card(plan.folder, repo_id=plan.repo_id if repo_ok and "/" in plan.repo_id else None)
     except ForgeError as e:
         plan.problems.append(Problem(f"could not write the model card: {e.what}", e.fix or "write README.md"))
         return
-    plan.notes.append("wrote the model card README.md (edit it before pushing if you like: an edited card is kept)")
+    if written:
+        plan.notes.append(
+            f"wrote the model card README.md for {plan.repo_id} (edit it before pushing if you like: an edited "
+            "card is kept)"
+        )
 
 
 def _check_front_matter(plan: Preflight, readme: Path) -> None:
-    try:
-        text = readme.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        plan.problems.append(Problem(f"README.md cannot be read as UTF-8 text: {e}", "save it as UTF-8"))
+    text = read_text(readme)
+    if text is None:
+        plan.problems.append(Problem("README.md cannot be read as UTF-8 text", "save it as UTF-8"))
         return
-    if not text.startswith("---"):
+    try:
+        meta = parse_front_matter(text)
+    except ValueError as e:
+        plan.problems.append(Problem(f"README.md: {e}", "fix the YAML between the --- lines at the top"))
+        return
+    if meta is None:
         plan.notes.append("README.md has no YAML front matter: the Hub will show no license, base model or tags")
-        return
-    block = text[3:].split("\n---", 1)[0]
-    try:
-        meta = yaml.safe_load(block)
-    except yaml.YAMLError as e:
-        plan.problems.append(Problem(f"README.md front matter is not valid YAML: {e}", "fix the YAML between the ---"))
-        return
-    if meta is not None and not isinstance(meta, dict):
-        plan.problems.append(Problem("README.md front matter is not a YAML mapping", "use `key: value` lines"))
+
+
+def _check_usage_names_repo(plan: Preflight, readme: Path) -> None:
+    """A ForgeLLM card's usage snippet loads the repo it was written for: say so when that is not this one."""
+    text = read_text(readme) or ""
+    if "/" in plan.repo_id and "## Usage" in text and f'"{plan.repo_id}"' not in text:
+        plan.notes.append(
+            f"README.md's usage snippet does not load {plan.repo_id}: edit the card so Hub users can run it "
+            "(an adapter: export it again with this repo id)"
+        )
 
 
 def _check_repo_id(plan: Preflight) -> bool:
@@ -438,7 +447,19 @@ def _can_reach_server(plan: Preflight, token: str | None) -> bool:
     if not token:
         plan.problems.append(Problem("no Hugging Face token", _TOKEN_FIX.format(endpoint=plan.endpoint)))
         return False
+    if not _well_formed(token):  # would fail inside the HTTP client, with the token in its error text
+        plan.problems.append(
+            Problem(
+                f"the token from {plan.token_source} contains spaces, line breaks or non-ASCII characters",
+                "copy the token again, alone (a token is one word of ASCII letters, digits and _), then retry",
+            )
+        )
+        return False
     return True
+
+
+def _well_formed(token: str) -> bool:
+    return token.isascii() and token.isprintable() and not any(c.isspace() for c in token)
 
 
 def _server_step(plan: Preflight, token: str, doing: str, check: Callable[[Preflight, Any], Any]) -> Any:
@@ -541,8 +562,8 @@ def _validate_card(plan: Preflight, api) -> None:
     """The server's own card check (`POST /api/validate-yaml`, what a commit with a README runs)."""
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-    readme = plan.folder / "README.md"
-    if not readme.is_file() or any(p.what.startswith("README.md") for p in plan.problems):
+    readme = plan.folder / CARD_FILE
+    if not readme.is_file() or any(p.what.startswith(CARD_FILE) for p in plan.problems):
         return
     response = get_session().post(
         f"{plan.endpoint}/api/validate-yaml",
@@ -703,6 +724,14 @@ def _xet_in_use() -> bool:
     from huggingface_hub import constants
 
     return not constants.HF_HUB_DISABLE_XET and find_spec("hf_xet") is not None
+
+
+def _json_file(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _json_or_empty(response) -> dict:

@@ -90,10 +90,9 @@ def _carry_card(fused_dir: Path, out: Path, report: QuantizeReport) -> None:
 
     The appended section makes it an edited card from then on: kept as it is, never regenerated.
     """
-    from .card import CHART_FILE, card_state, write_card
+    from .card import CHART_FILE, ensure_card
 
-    if card_state(fused_dir / "README.md") in ("absent", "placeholder"):
-        write_card(fused_dir)
+    ensure_card(fused_dir)
     text = (fused_dir / "README.md").read_text(encoding="utf-8")
     text = text.rstrip("\n") + (
         f"\n\n## Quantized\n\nThis repo holds the model quantized by mlx-lm to {report.summary()}. "

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import runs
 from ..atomic import write_json
 
@@ -101,12 +99,9 @@ def check_roundtrip(fused_dir: Path, checkpoint: Path, prompts: tuple[str, ...] 
 
 def _trained_on_chat(checkpoint: Path) -> bool:
     """IFT runs are checked through the chat template; CPT runs on plain text, as each was trained."""
-    config_path = Path(checkpoint).resolve().parent.parent / runs.CONFIG_FILE
-    try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return False
-    return config.get("train_type") == "ift"
+    from .card import gather  # the card reads the run the same way (card.py imports this module)
+
+    return gather(checkpoint).train_type == "ift"
 
 
 def _format(tokenizer: Any, template: str | None, prompt: str, chat_format: bool) -> str:

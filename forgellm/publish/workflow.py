@@ -16,20 +16,28 @@ from .. import paths
 from ..atomic import write_text
 from ..errors import ForgeError
 from .adapter import PROVENANCE_FILE as ADAPTER_PROVENANCE
+from .card_file import CARD_FILE, parse_front_matter
 from .fuse import PROVENANCE_FILE
-from .quantize import QUANTIZE_FILE
+from .quantize import QUANTIZE_FILE, QuantizeReport, quantize_fused
 
 PUBLISHABLE_MARKERS = (PROVENANCE_FILE, ADAPTER_PROVENANCE, QUANTIZE_FILE)
+_FRONT_MATTER_FIX = "keep a --- block of `key: value` lines at the top (the Hub reads it), e.g. library_name: mlx"
 
 
 def publishable_folders() -> list[str]:
-    """Names of the folders under models/ that ForgeLLM wrote for publishing (fused, quantized, adapter)."""
+    """Names of the folders under models/ that ForgeLLM wrote for publishing (fused, quantized, adapter).
+
+    A symlink is never one: ForgeLLM writes real folders, and a link could lead the app outside models/.
+    """
     root = paths.models_dir()
     if not root.is_dir():
         return []
-    return sorted(
-        p.name for p in root.iterdir() if p.is_dir() and any((p / marker).is_file() for marker in PUBLISHABLE_MARKERS)
-    )
+    return sorted(p.name for p in root.iterdir() if _written_for_publishing(p))
+
+
+def _written_for_publishing(folder: Path) -> bool:
+    real = folder.is_dir() and not folder.is_symlink()
+    return real and any((folder / marker).is_file() for marker in PUBLISHABLE_MARKERS)
 
 
 def model_folder(name: str | None) -> Path:
@@ -43,14 +51,22 @@ def model_folder(name: str | None) -> Path:
     return paths.models_dir() / name
 
 
+def quantize_folder(name: str | None, bits: int, group_size: int) -> tuple[Path, QuantizeReport]:
+    """Quantize the fused folder `name` into models/<name>-<bits>bit (only an earlier quantize output there
+    is replaced); returns that folder and the perplexity report."""
+    source = model_folder(name)
+    out = paths.models_dir() / f"{source.name}-{int(bits)}bit"
+    return out, quantize_fused(source, out, bits=int(bits), group_size=int(group_size))
+
+
 def card_text(name: str | None) -> str:
     """The folder's model card (README.md), written first from the run when ForgeLLM has not yet."""
-    from .card import card_state, write_card
+    from .card import ensure_card
 
     folder = model_folder(name)
-    readme = folder / "README.md"
-    if (folder / PROVENANCE_FILE).is_file() and card_state(readme) in ("absent", "placeholder"):
-        write_card(folder)
+    readme = folder / CARD_FILE
+    if (folder / PROVENANCE_FILE).is_file():
+        ensure_card(folder)
     if not readme.is_file():
         raise ForgeError("this folder has no model card", str(folder), "export it again to write one")
     return readme.read_text(encoding="utf-8")
@@ -58,16 +74,14 @@ def card_text(name: str | None) -> str:
 
 def save_card(name: str | None, text: str) -> str:
     """Save an edited card after checking its front matter parses; an edited card is kept from then on."""
-    from .card import read_front_matter
-
     folder = model_folder(name)
-    if not read_front_matter(text):
-        raise ForgeError(
-            "the card's front matter is missing or is not valid YAML",
-            "model card",
-            "keep a --- block of `key: value` lines at the top (the Hub reads it), e.g. library_name: mlx",
-        )
-    write_text(folder / "README.md", text)
+    try:
+        meta = parse_front_matter(text)
+    except ValueError as e:
+        raise ForgeError(f"the card is not saved: {e}", "model card", _FRONT_MATTER_FIX) from e
+    if not meta:
+        raise ForgeError("the card is not saved: it has no front matter", "model card", _FRONT_MATTER_FIX)
+    write_text(folder / CARD_FILE, text)
     return f"Saved the card of **{folder.name}** ({len(text):,} characters); it is kept as you edited it."
 
 

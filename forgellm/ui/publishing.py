@@ -13,12 +13,12 @@ from typing import Any
 
 import gradio as gr
 
-from .. import choices, paths
+from .. import choices
 from ..publish import workflow
 from ..publish.adapter import export_adapter
 from ..publish.fuse import fuse_run
 from ..publish.gguf import export_gguf
-from ..publish.quantize import BITS, GROUP_SIZES, quantize_fused
+from ..publish.quantize import BITS, GROUP_SIZES
 from ..publish.roundtrip import read_roundtrip
 from .common import choices_update, guarded
 
@@ -184,9 +184,7 @@ def _show_card(folder: str | None) -> str:
 
 @guarded(lambda error, *_inputs: [error, gr.skip()])
 def _quantize(folder: str | None, bits: int, group_size: int) -> list[Any]:
-    source = workflow.model_folder(folder)
-    out = paths.models_dir() / f"{source.name}-{int(bits)}bit"  # beside its source; only a quantize output is replaced
-    report = quantize_fused(source, out, bits=int(bits), group_size=int(group_size))
+    out, report = workflow.quantize_folder(folder, bits, group_size)
     return [f"Quantized into `{out}`: {report.summary()}.", _folders(out.name)]
 
 
