@@ -19,9 +19,10 @@ from ..atomic import atomic_folder, require_replaceable
 from ..paths import models_dir
 from .card import CHART_FILE, RunFacts, chart_png, gather, hub_base_model, render_card
 from .card_file import CARD_FILE, KEPT_STATES, card_state
+from .files import ADAPTER_RECORD
 from .lineage import sha256_file
 
-PROVENANCE_FILE = "forgellm_adapter.json"  # marks a folder an adapter export wrote (and so may replace)
+PROVENANCE_FILE = ADAPTER_RECORD  # marks a folder an adapter export wrote (and so may replace)
 # What mlx-lm's load_adapters reads, plus the base model and the train type; `model` is rewritten.
 _CONFIG_KEYS = ("fine_tune_type", "num_layers", "lora_parameters", "train_type")
 

@@ -29,10 +29,10 @@ from ..errors import ForgeError
 from ..models.registry import BUILTINS, HUB_ALIASES, local_folder, looks_like_hub_id
 from . import png
 from .card_file import CARD_FILE, KEPT_STATES, card_state, read_front_matter, read_text, sign
-from .fuse import PROVENANCE_FILE
+from .files import FUSE_RECORD as PROVENANCE_FILE
+from .files import ROUNDTRIP_FILE
 from .lineage import data_section, public_config, public_path
 from .markdown import fmt, loss, table
-from .roundtrip import ROUNDTRIP_FILE
 
 CHART_FILE = "loss.png"
 HUB_URL = "https://huggingface.co"

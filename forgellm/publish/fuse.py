@@ -12,9 +12,10 @@ from pathlib import Path
 
 from .. import runs
 from ..atomic import atomic_folder, require_replaceable
+from .files import FUSE_RECORD
 from .roundtrip import check_roundtrip, read_roundtrip
 
-PROVENANCE_FILE = "forgellm_fuse.json"  # which run and checkpoint a fused folder came from
+PROVENANCE_FILE = FUSE_RECORD
 
 
 def fuse_run(run_or_checkpoint: Path, out: Path, checkpoint: str = "best", dequantize: bool = False) -> Path:

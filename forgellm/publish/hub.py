@@ -23,8 +23,9 @@ from typing import Any
 
 from ..errors import ForgeError
 from .card_file import CARD_FILE, card_state, parse_front_matter, read_text
-from .fuse import PROVENANCE_FILE
-from .roundtrip import ROUNDTRIP_FILE, read_roundtrip
+from .files import FUSE_RECORD as PROVENANCE_FILE
+from .files import ROUNDTRIP_FILE
+from .roundtrip import read_roundtrip
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Only a model's own files are sent (top level of the folder, no hidden files): weights, config, tokenizer,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from ..atomic import atomic_folder, require_replaceable
 from ..errors import ForgeError
-from .fuse import PROVENANCE_FILE
+from .files import FUSE_RECORD as PROVENANCE_FILE
+from .files import QUANTIZE_FILE
 
-QUANTIZE_FILE = "forgellm_quantize.json"
 BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from .. import runs
 from ..atomic import write_json
+from .files import ROUNDTRIP_FILE
 
-ROUNDTRIP_FILE = "forgellm_roundtrip.json"
 # Short, varied, and in the sample corpus's domain, so an adapter trained on it changes the answers.
 PROMPTS = (
     "What does a beekeeper check first when opening a hive?",
