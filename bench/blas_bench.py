@@ -1,6 +1,6 @@
 """Matmul throughput of MLX on this machine with each available BLAS, each in a fresh process.
 
-    python bench/blas_bench.py --repeats 40 --rounds 3        # about 1.5 minutes on the 2-core machine
+    python bench/blas_bench.py --repeats 40 --rounds 3        # about 40 s on the 2-core machine
 
 Rows: MLX's bundled reference BLAS (FORGELLM_BLAS=off), what ForgeLLM loads by default, the system
 OpenBLAS when installed, and numpy's own OpenBLAS as a yardstick. Each case runs --rounds times in a

@@ -12,7 +12,7 @@ it inside a function that also runs the whole loop (`mlx_lm.lora.train_model`, `
   would run different update rules;
 - `blas_line`: which BLAS this process's MLX uses, for the benchmark's output (importing this module
   first loads OpenBLAS, as every ForgeLLM process does; an `import mlx.core` before it would keep MLX's
-  reference BLAS, 10-30x slower at matmul, on both sides);
+  reference BLAS, 31.7x slower at matmul, on both sides);
 - `compiled_step`: the step of `train()`: value_and_grad of `default_loss`, gradient accumulation,
   `average_gradients`, the optimizer update, compiled with the model, optimizer and random state, then
   one `mx.eval` of that state, the loss and the token count per step, as `train()` does every step.

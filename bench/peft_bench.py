@@ -1,7 +1,7 @@
 """LoRA training speed on a ~10M-parameter llama: ForgeLLM vs `mlx_lm lora` vs PyTorch + PEFT.
 
     python -m venv /tmp/torch-venv && /tmp/torch-venv/bin/pip install -r bench/requirements-peft.txt
-    python bench/peft_bench.py --torch-python /tmp/torch-venv/bin/python    # 4 x 512, LoRA rank 8: ~12 min
+    python bench/peft_bench.py --torch-python /tmp/torch-venv/bin/python    # 4 x 512, LoRA rank 8: ~10 min
     python bench/peft_bench.py --torch-python ... --seq 256 --steps 10,60    # other shapes
 
 PyTorch and PEFT are benchmark-only: bench/requirements-peft.txt pins the versions reported in

@@ -5,8 +5,8 @@
 
 Time: the default run makes 2 cases x 30 blocks x 2 tools x 10 steps = 1,200 tiny steps of about
 0.18 s on the idle 2-core development machine (0.35 s under load), plus about 10 s of set-up per
-case: about 4-5 minutes idle, 8 minutes loaded. SmolLM2-135M takes about 13 s per step: the command
-above is 2 x 10 x 2 x 2 = 80 steps, about 20 minutes.
+case: about 4-5 minutes idle, 8 minutes loaded. SmolLM2-135M takes about 7 s per step: the command
+above is 2 x 10 x 2 x 2 = 80 steps plus warm-up, about 11 minutes (2026-12-01).
 
 Why in one process: on a shared 2-core machine the speed drifts by 5-10% from one minute to the next,
 which is as large as the differences to measure; separate runs minutes apart (train_bench.py) cannot

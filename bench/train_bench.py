@@ -22,7 +22,7 @@ B * L targets per step. The token counts each side trains per step are computed 
 `iterate_batches` over the JSONL (in a helper child) and printed.
 
 BLAS: `import forgellm` loads OpenBLAS into MLX's Linux CPU build; plain `python -m mlx_lm lora` keeps
-MLX's bundled reference BLAS (10-20x slower matmuls), which would compare BLAS libraries, not trainers.
+MLX's bundled reference BLAS (31.7x slower matmuls, blas_bench.py), which would compare BLAS libraries, not trainers.
 So the peer runs as `python -c "import forgellm; <run mlx_lm's CLI>" lora ...` (OpenBLAS loaded, no
 other ForgeLLM code involved). `--stock-peer` also times the unmodified `python -m mlx_lm lora` (tiny
 model only: SmolLM2 on the reference BLAS takes minutes per step).
@@ -477,7 +477,7 @@ def run_cases(args: argparse.Namespace, work: Path, results: dict) -> None:
             plan += [("full-blocks", "forgellm", "full", spec["layers"], n1, n2)]
         if args.blas_threads and model == "tiny":
             plan += [("full", "forgellm OPENBLAS_NUM_THREADS=1", "full", -1, n1, n2)]
-        if args.stock_peer and model == "tiny":  # the reference BLAS is ~10x slower: fewer steps
+        if args.stock_peer and model == "tiny":  # training on the reference BLAS is 7-8x slower: fewer steps
             s1, s2 = max(2, n1 // 2), max(4, n1 // 2 + (n2 - n1) // 5)
             plan += [
                 ("lora", "mlx-lm (stock BLAS)", "lora", -1, s1, s2),

@@ -1,9 +1,9 @@
 """Fast BLAS for MLX's CPU build, and facts about the machine.
 
 Why this exists: the Linux `mlx-cpu` wheel links a bundled *reference* BLAS, so a 1024x1024 float32
-matmul runs at single-digit GFLOP/s. libmlx calls plain `cblas_sgemm`, so loading an optimized OpenBLAS
-into the global symbol scope *before* `mlx.core` is imported makes MLX use it: about 15-30x faster
-matmuls, with no change to MLX itself.
+matmul runs at single-digit GFLOP/s (7.5 measured). libmlx calls plain `cblas_sgemm`, so loading an
+optimized OpenBLAS into the global symbol scope *before* `mlx.core` is imported makes MLX use it: 31.7x
+faster matmuls (bench/blas_bench.py, BENCHMARKS.md), with no change to MLX itself.
 
 Where OpenBLAS comes from, in order:
 1. `FORGELLM_BLAS=/path/to/libopenblas.so` (explicit choice), or `FORGELLM_BLAS=off` to keep MLX's own;
@@ -187,7 +187,7 @@ def ensure_fast_blas() -> BlasState:
     elif choice.lower() == "off":
         _state = BlasState(
             "reference",
-            message="FORGELLM_BLAS=off keeps MLX's slow reference BLAS (float32 matmuls ~30x slower); "
+            message="FORGELLM_BLAS=off keeps MLX's slow reference BLAS (float32 matmuls 31.7x slower); "
             "fix: unset FORGELLM_BLAS",
         )
     elif not sys.platform.startswith("linux") or not _mlx_uses_reference_blas():
