@@ -10,11 +10,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 
 from .runs import MetricRecord
+
+if TYPE_CHECKING:
+    from .gain import GainReport
 
 MAX_POINTS = 2000
 _HEIGHT = 340
@@ -139,5 +142,51 @@ def length_histogram_figure(edges: Sequence[int], counts: Sequence[int], unit: s
         go.Bar(x=labels, y=list(counts), name="count", hovertemplate="%{x} " + unit + ": %{y}<extra></extra>")
     )
     fig.update_layout(title=f"Lengths ({unit})", xaxis_title=unit, yaxis_title="count", height=_HEIGHT, **_LAYOUT)
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def gain_figure(report: GainReport | None) -> go.Figure:
+    """Domain and general perplexity of the base model and each checkpoint (`forgellm.gain`), log scale.
+
+    A dotted line marks the general perplexity the threshold allows (base x (1 + threshold)); a star marks
+    the best-balanced checkpoint.
+    """
+    if report is None or not report.rows:
+        return _empty("Gain and forgetting", "not measured yet")
+    labels = [r.label for r in report.rows]
+    fig = go.Figure()
+    for name, field in (("domain (validation split)", "domain"), ("general text", "general")):
+        values = [getattr(r, field).perplexity for r in report.rows]
+        fig.add_trace(
+            go.Scatter(
+                x=labels, y=values, name=name, mode="lines+markers", hovertemplate="%{x}: %{y:.3f}<extra></extra>"
+            )
+        )
+    limit = report.rows[0].general.perplexity * (1 + report.threshold)
+    fig.add_trace(
+        go.Scatter(
+            x=[labels[0], labels[-1]],
+            y=[limit, limit],
+            name=f"general limit (+{report.threshold:.0%})",
+            mode="lines",
+            line=dict(dash="dot", color="gray"),
+            hoverinfo="skip",
+        )
+    )
+    balanced = [r for r in report.rows if r.step is not None and r.step == report.balanced_step]
+    if balanced:
+        fig.add_trace(
+            go.Scatter(
+                x=[balanced[0].label],
+                y=[balanced[0].domain.perplexity],
+                name="best balance",
+                mode="markers",
+                marker=dict(size=14, symbol="star", color="gold", line=dict(width=1, color="black")),
+                hovertemplate="best balance: %{x}<extra></extra>",
+            )
+        )
+    fig.update_layout(title="Gain and forgetting", yaxis_title="perplexity (log)", height=_HEIGHT, **_LAYOUT)
+    fig.update_yaxes(type="log")
     fig.update_xaxes(type="category")
     return fig

