@@ -7,7 +7,8 @@ Set-up: one short LoRA run of --model (1 step), its checkpoint fused by both too
 
 Fuse, in one process, alternating ABBA over --pairs pairs (so machine drift hits both alike):
 - ForgeLLM: `forgellm.publish.fuse.fuse_run` into a new folder, *without* its round-trip check (timed
-  apart below), i.e. load base + adapter, fuse, save;
+  apart below), i.e. load base + adapter, fuse, save (the time spent fsyncing the new folder, which
+  mlx-lm does not do, is printed too);
 - mlx-lm: its own `mlx_lm fuse` command (`mlx_lm.fuse.main` with the same arguments a user types), into a
   new folder;
 - then the round-trip check alone (`check_roundtrip`), which ForgeLLM adds after every fuse.
@@ -50,15 +51,29 @@ def train_once(model: str, out: Path) -> Path:
     return Path(run_cli(*args, timeout=1800).stdout.splitlines()[0])
 
 
+FSYNC_TIMES: list[float] = []  # per ForgeLLM fuse: the time spent making the new folder durable
+
+
 def forgellm_fuse(run_dir: Path, out: Path) -> float:
-    real_check = fuse_module.check_roundtrip
+    from forgellm import atomic
+
+    real_check, real_fsync = fuse_module.check_roundtrip, atomic._fsync_tree
+    spent = [0.0]
+
+    def timed_fsync(folder: Path) -> None:
+        tic = time.perf_counter()
+        real_fsync(folder)
+        spent[0] += time.perf_counter() - tic
+
     fuse_module.check_roundtrip = lambda *_a, **_k: None  # timed on its own
+    atomic._fsync_tree = timed_fsync
     try:
         tic = time.perf_counter()
         fuse_module.fuse_run(run_dir, out, "latest")
+        FSYNC_TIMES.append(spent[0])
         return time.perf_counter() - tic
     finally:
-        fuse_module.check_roundtrip = real_check
+        fuse_module.check_roundtrip, atomic._fsync_tree = real_check, real_fsync
 
 
 def mlx_lm_fuse(base: Path, checkpoint: Path, out: Path) -> float:
@@ -153,6 +168,8 @@ def main() -> None:
         lambda i: mlx_lm_fuse(base, checkpoint, work / f"mlx-{i}"),
     )
     show("fuse (load, fuse, save)", ours, theirs, "mlx_lm fuse")
+    fsyncs = FSYNC_TIMES[-args.pairs :]
+    print(f"  of which fsync of the new folder (ForgeLLM only): {', '.join(f'{t:.2f}' for t in fsyncs)} s")
     checks = [roundtrip_time(work / f"ours-{i}", checkpoint) for i in range(args.pairs)]
     print(f"  round-trip check, added after each ForgeLLM fuse: {', '.join(f'{t:.2f}' for t in checks)} s")
 
