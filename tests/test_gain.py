@@ -184,3 +184,15 @@ def test_held_out_general_documents_of_a_mixture_were_never_trained_on(tiny_mode
         assert not chosen.held_out and "used in training" in chosen.note and "trained on" in chosen.source
         assert len(chosen.texts) == 3  # ceil(val_fraction 0.25 x 12 documents)
         assert all(contains(train, heads[t]) for t in chosen.texts)
+
+
+def test_the_model_card_carries_the_measured_table(run_dir: Path, report, tmp_path: Path) -> None:
+    from forgellm.publish.card import write_card
+    from forgellm.publish.fuse import fuse_run
+
+    readme = write_card(fuse_run(run_dir, tmp_path / "fused"))
+    card = readme.read_text()
+    assert "## Gain and forgetting" in card
+    headers, rows = report.table()
+    assert "| " + " | ".join(headers) + " |" in card
+    assert all(f"| {row[0]} | {row[1]} |" in card for row in rows), card

@@ -257,12 +257,29 @@ def render_card(
         _training(facts, meta, hub_id),
         _results(facts, chart),
         None if adapter else _roundtrip_section(roundtrip),
+        _gain_section(facts.run_dir),
         data_section(facts.report, facts.config),
         _config(facts),
         _footer(),
     ]
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     return sign(f"---\n{front}---\n\n" + "\n\n".join(s for s in sections if s))
+
+
+def _gain_section(run_dir: Path) -> str | None:
+    """The run's gain-and-forgetting table (`forgellm eval --gain`), when it was measured."""
+    from ..gain import read_gain
+
+    report = read_gain(run_dir)
+    if report is None or not report.rows:
+        return None
+    headers, rows = report.table()
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    findings = "\n".join(f"- {line}" for line in report.findings())
+    return "## Gain and forgetting\n\nPerplexity before and after training, in the domain and on general text:\n\n" + (
+        "\n".join(lines) + "\n\n" + findings
+    )
 
 
 def _intro(facts: RunFacts, hub_id: str | None, adapter: bool, dequantized: bool) -> str:
