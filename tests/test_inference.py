@@ -41,12 +41,16 @@ def chat_adapter_run() -> Path:
 
 
 def reference(model_path: Path, prompt: str, max_tokens: int, adapter: Path | None = None) -> tuple[list[int], str]:
-    """mlx-lm on its own, freshly loaded (argmax sampling): the token ids and text it generates."""
-    from mlx_lm import generate, load, stream_generate
+    """mlx-lm on its own, freshly loaded, with its default (argmax) sampling: the token ids and the text.
+
+    The text is what `mlx_lm.generate` returns, which is the join of these `stream_generate` pieces (one
+    test checks that against `mlx_lm.generate` itself; the others save the second generation).
+    """
+    from mlx_lm import load, stream_generate
 
     model, tokenizer = load(str(model_path), adapter_path=str(adapter) if adapter else None)
-    tokens = [r.token for r in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens)]
-    return tokens, generate(model, tokenizer, prompt, max_tokens=max_tokens)
+    records = list(stream_generate(model, tokenizer, prompt, max_tokens=max_tokens))
+    return [r.token for r in records], "".join(r.text for r in records)
 
 
 def ours(loaded: inference.LoadedModel, prompt: str, settings: GenerationSettings = GREEDY) -> tuple[list[int], str]:
@@ -81,6 +85,11 @@ def test_greedy_tokens_equal_mlx_lm_for_base_and_adapter_on_tiny(tiny_model: Pat
         assert ours(tuned, prompt) == tuned_ref
     assert inference.load_for_chat("tiny") is base  # a cache hit, still without LoRA layers
     assert not has_lora(base)
+    from mlx_lm import generate, load
+
+    assert ours(tuned, "The queen")[1] == generate(
+        *load(str(tiny_model), adapter_path=str(adapter)), "The queen", max_tokens=10
+    )
 
 
 def random_lora(model_path: Path, out: Path) -> Path:
@@ -114,11 +123,12 @@ def test_greedy_tokens_equal_mlx_lm_on_smollm2(tmp_path: Path) -> None:
     adapter = random_lora(model_path, tmp_path / "adapter")
     base = inference.load_for_chat("smollm2-135m-instruct")
     prompt = base.prompt_for([{"role": "user", "content": "What do bees make?"}]).text
-    settings = GenerationSettings(max_tokens=8, temperature=0.0)
-    assert ours(base, prompt, settings) == reference(model_path, prompt, 8)
+    settings = GenerationSettings(max_tokens=6, temperature=0.0)
+    base_tokens = ours(base, prompt, settings)
+    assert base_tokens == reference(model_path, prompt, 6)
     tuned = inference.load_for_chat("smollm2-135m-instruct", adapter)
-    expected = reference(model_path, prompt, 8, adapter)
-    assert ours(tuned, prompt, settings) == expected and expected != ours(base, prompt, settings)
+    expected = reference(model_path, prompt, 6, adapter)
+    assert ours(tuned, prompt, settings) == expected and expected != base_tokens
     inference.unload_all()
 
 
