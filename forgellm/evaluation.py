@@ -333,29 +333,13 @@ def check_adapter_base(model: str, model_path: Path, adapter_dir: Path) -> None:
     Raises:
         ForgeError: naming the base the adapter was trained on.
     """
-    try:
-        trained_on = runs.base_model_of(adapter_dir)
-    except ForgeError:  # its base cannot be found here: mlx-lm's load still rejects a mismatched shape
-        return
-    if trained_on.resolve() == Path(model_path).resolve() or _shape(trained_on) == _shape(Path(model_path)):
-        return
-    name = runs.base_model_name(adapter_dir)
-    raise ForgeError(
-        f"this adapter was trained on base model {name}, not on {model}",
-        str(adapter_dir),
-        f"pass --model {name} (the run's base model, in its config.yaml), or an adapter trained on {model}",
-    )
-
-
-def _shape(model_path: Path) -> tuple | None:
-    import json
-
-    try:
-        c = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size")
-    return tuple(c.get(k) for k in keys)
+    name = runs.adapter_base_mismatch(Path(model_path), adapter_dir)
+    if name is not None:
+        raise ForgeError(
+            f"this adapter was trained on base model {name}, not on {model}",
+            str(adapter_dir),
+            f"pass --model {name} (the run's base model, in its config.yaml), or an adapter trained on {model}",
+        )
 
 
 # ---- forgellm eval --------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import queue
 import threading
 from collections import OrderedDict
@@ -322,26 +321,13 @@ def _load(model_path: Path, adapter_dir: Path | None) -> LoadedModel:
 
 def _check_adapter_base(model_path: Path, adapter_dir: Path) -> None:
     """Refuse an adapter trained on another base (a same-shaped copy of that base is accepted)."""
-    try:
-        trained_on = runs.base_model_of(adapter_dir)
-    except ForgeError:  # its base cannot be found here: mlx-lm's load still rejects a mismatched shape
-        return
-    if trained_on.resolve() == model_path.resolve() or _config_shape(trained_on) == _config_shape(model_path):
-        return
-    name = runs.base_model_name(adapter_dir)
-    raise ForgeError(
-        f"this adapter was trained on {name}, not on {model_path.name}",
-        str(adapter_dir),
-        f"choose {name} as the base model",
-    )
-
-
-def _config_shape(model_path: Path) -> tuple | None:
-    try:
-        c = json.loads((model_path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return tuple(c.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size"))
+    name = runs.adapter_base_mismatch(model_path, adapter_dir)
+    if name is not None:
+        raise ForgeError(
+            f"this adapter was trained on {name}, not on {model_path.name}",
+            str(adapter_dir),
+            f"choose {name} as the base model",
+        )
 
 
 # ---- generation ------------------------------------------------------------------------------------

@@ -416,6 +416,31 @@ def base_model_of(checkpoint: Path) -> Path:
     )
 
 
+def adapter_base_mismatch(model_path: Path, adapter_dir: Path) -> str | None:
+    """The base model an adapter was trained on when `model_path` is not it (nor a same-shaped copy), else None.
+
+    None too when that base cannot be found here: mlx-lm's load still rejects a mismatched shape.
+    """
+    from .errors import ForgeError
+
+    try:
+        trained_on = base_model_of(adapter_dir)
+    except ForgeError:
+        return None
+    if trained_on.resolve() == Path(model_path).resolve() or _config_shape(trained_on) == _config_shape(model_path):
+        return None
+    return base_model_name(adapter_dir)
+
+
+def _config_shape(model_path: Path) -> tuple | None:
+    try:
+        c = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size")
+    return tuple(c.get(k) for k in keys)
+
+
 def base_model_name(checkpoint: Path) -> str:
     """How the user named the base model (`tiny`, a folder, a Hub id), for messages."""
     config = read_adapter_config(checkpoint)
