@@ -112,7 +112,12 @@ def atomic_folder(final: Path, replace_marker: str | None = None, keep_existing:
 
 
 def _fsync_tree(folder: Path) -> None:
-    for path in [*(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()), folder]:
+    fsync_files([*(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()), folder])
+
+
+def fsync_files(paths: list[Path]) -> None:
+    """Flush each file (or folder entry list) to disk; cheap for one already flushed."""
+    for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)

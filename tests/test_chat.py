@@ -310,3 +310,91 @@ def test_repl_chats_streams_and_saves(tiny_model: Path, adapter: Path, tmp_path:
     assert file["messages"] == [*second[1:], {"role": "assistant", "content": reply2}]
     assert (file["system"], file["adapter"], file["checkpoint"]) == ("Be brief.", CHAT_RUN, "best")
     assert file["settings"]["temperature"] == 0.0 and file["settings"]["top_k"] == 5 and file["settings"]["seed"] == 3
+
+
+# ---- many users at once ------------------------------------------------------------------------------
+
+
+def _launch_app(home: Path) -> tuple[subprocess.Popen, str]:
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "FORGELLM_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1"}
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            opener.open(f"http://127.0.0.1:{port}/", timeout=5)
+            return proc, f"http://127.0.0.1:{port}/"
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"the app did not serve: {proc.communicate()[0].decode()[-2000:]}")
+
+
+def test_several_sessions_chat_at_once_each_with_its_own_history(forgellm_home: Path, tiny_model: Path) -> None:
+    """Four `gradio_client` sessions against the launched app, each holding a two-turn conversation at the
+    same time: every request is answered (queued on the one loaded model), every session gets back only
+    its own turns, and each reply is the one mlx-lm gives that prompt alone (greedy), so no reply was
+    computed from another session's prompt. The template sends the last message as plain text."""
+    import threading
+    import time
+
+    from gradio_client import Client
+
+    prompts = [("The queen", "Honey is"), ("Bees make", "The hive"), ("A worker bee", "Pollen"), ("Wax", "Swarms")]
+    expected = {p: reference(tiny_model, p, 8)[1].strip() for pair in prompts for p in pair}
+    assert len(set(expected.values())) > 1  # the check below can tell replies apart
+    settings = dataclasses.asdict(GREEDY)
+    template = "{{ messages[-1]['content'] }}"
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+    spans: list[tuple[float, float]] = []  # each request's submit and end time
+    proc, url = _launch_app(forgellm_home)
+    try:
+
+        def session(i: int) -> None:
+            try:
+                client = Client(url, verbose=False)
+                history: list = []
+                for message in prompts[i]:
+                    inputs = [message, history, [], False, "tiny", "none", None, "", template]
+                    start = time.monotonic()
+                    job = client.submit(*inputs, *(settings[n] for n in chat.SETTING_FIELDS), api_name="/_respond")
+                    history = job.result(timeout=120)[0]
+                    spans.append((start, time.monotonic()))
+                results[i] = history
+            except BaseException as e:  # noqa: BLE001 - reported by the test thread below
+                errors.append(e)
+
+        threads = [threading.Thread(target=session, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        proc.terminate()
+        log = proc.communicate(timeout=30)[0].decode()
+    assert not errors, f"{errors!r}\n{log[-2000:]}"
+    assert sorted(results) == list(range(len(prompts)))
+    for i, (first, second) in enumerate(prompts):
+        turns = [(m["role"], inference.message_text(m["content"]).strip()) for m in results[i]]
+        assert turns == [
+            ("user", first),
+            ("assistant", expected[first]),
+            ("user", second),
+            ("assistant", expected[second]),
+        ], f"session {i}"
+    # The sessions really overlapped: some request was sent while another was still being answered.
+    assert any(s2 < e1 and s1 < s2 for s1, e1 in spans for s2, _ in spans), spans

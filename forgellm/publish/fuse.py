@@ -8,10 +8,12 @@ like base + adapter?), and fusing the same checkpoint into the same folder again
 from __future__ import annotations
 
 import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .. import runs
-from ..atomic import atomic_folder, require_replaceable
+from ..atomic import atomic_folder, fsync_files, require_replaceable
 from .files import FUSE_RECORD
 from .roundtrip import check_roundtrip, read_roundtrip
 
@@ -21,7 +23,7 @@ PROVENANCE_FILE = FUSE_RECORD
 def fuse_run(run_or_checkpoint: Path, out: Path, checkpoint: str = "best", dequantize: bool = False) -> Path:
     """Fuse `checkpoint` (best, latest or a step) of a run into `out`; returns `out`."""
     from mlx.utils import tree_unflatten
-    from mlx_lm.utils import dequantize_model, load, save
+    from mlx_lm.utils import dequantize_model, save_model
 
     ckpt = runs.adapter_dir(Path(run_or_checkpoint), checkpoint).resolve()
     out = Path(out).resolve()
@@ -31,7 +33,7 @@ def fuse_run(run_or_checkpoint: Path, out: Path, checkpoint: str = "best", dequa
     if _already_fused(out, provenance):
         return out
     base = runs.base_model_of(ckpt)
-    model, tokenizer, config = load(str(base), adapter_path=str(ckpt), return_config=True)
+    model, config = _load_with_adapter(base, ckpt)
     fused = [
         (name, module.fuse(dequantize=dequantize)) for name, module in model.named_modules() if hasattr(module, "fuse")
     ]
@@ -41,16 +43,51 @@ def fuse_run(run_or_checkpoint: Path, out: Path, checkpoint: str = "best", dequa
         model = dequantize_model(model)
         config.pop("quantization", None)
         config.pop("quantization_config", None)
-    template = runs.run_chat_template(ckpt)
-    if template:
-        tokenizer._tokenizer.chat_template = template
     with atomic_folder(out, replace_marker=PROVENANCE_FILE) as tmp:
         # Donated: weights are freed as they are written, so the check's two models fit where this one was.
-        save(tmp, str(base), model, tokenizer, config, donate_model=True)
+        save_model(tmp, model, donate_model=True)
         del model
+        # The weights reach the disk while the tokenizer loads (mlx-lm's `load` reads it first; nothing
+        # needs it before now): durability costs no wall time on a one-shard model.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            weights_on_disk = pool.submit(fsync_files, sorted(tmp.glob("*.safetensors")))
+            _save_rest(tmp, base, config, _tokenizer_for(base, config, ckpt))
+            weights_on_disk.result()
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
         check_roundtrip(tmp, ckpt)  # stored in the folder before it appears: no fused folder goes unchecked
     return out
+
+
+def _load_with_adapter(base: Path, ckpt: Path):
+    """mlx-lm's `load(base, adapter_path=ckpt)` without the tokenizer (loaded later, see fuse_run)."""
+    from mlx_lm.utils import load_adapters, load_model
+
+    model, config = load_model(Path(base))
+    model = load_adapters(model, str(ckpt))
+    model.eval()
+    return model, config
+
+
+def _tokenizer_for(base: Path, config: dict, ckpt: Path):
+    from mlx_lm.utils import load_tokenizer
+
+    tokenizer = load_tokenizer(Path(base), eos_token_ids=config.get("eos_token_id"))
+    template = runs.run_chat_template(ckpt)
+    if template:  # the template the run trained with travels with the model (ollama #6823)
+        tokenizer._tokenizer.chat_template = template
+    return tokenizer
+
+
+def _save_rest(folder: Path, base: Path, config: dict, tokenizer) -> None:
+    """What mlx-lm's `save` writes besides the weights: config, tokenizer, the base's extra files, a card."""
+    from mlx_lm.utils import create_model_card, save_config
+
+    save_config(config, config_path=folder / "config.json")
+    tokenizer.save_pretrained(folder)
+    for pattern in ["*.py", "generation_config.json"]:
+        for extra in Path(base).glob(pattern):
+            shutil.copy(extra, folder)
+    create_model_card(folder, None)  # a placeholder: the real card is written before a push (card.py)
 
 
 def _read_state(ckpt: Path) -> dict:
