@@ -1,6 +1,6 @@
 """Chat and evaluation speed against mlx-lm: one run, the same model, prompt and settings on both sides.
 
-    python bench/chat_bench.py                         # SmolLM2-135M-Instruct, all four parts (~5 minutes)
+    python bench/chat_bench.py                         # SmolLM2-135M-Instruct, all four parts (~6 minutes)
     python bench/chat_bench.py --parts startup --pairs 4
 
 Parts (greedy, --tokens new tokens, a chat-formatted prompt; every timed pair runs ABBA so drift hits
@@ -8,8 +8,10 @@ both sides alike; both sides must produce the same text, else the run stops):
 
 - direct: ForgeLLM's chat path (`inference.stream`: its worker thread, lock and stop checks) vs mlx-lm's
   `stream_generate`, in this process on one loaded model;
-- app: the launched app (`python app.py`, its queue and HTTP streaming, read with `gradio_client` like a
-  browser session would) vs mlx-lm's `stream_generate` in this process;
+- app: the launched app (`python app.py`: Gradio's queue, the Chat tab's handler, HTTP streaming, read
+  update by update from its streaming route `/gradio_api/call/_respond` as they arrive) vs mlx-lm's
+  `stream_generate` in this process. (`gradio_client` is not used for timing: its own polling added
+  100-400 ms to the first update in a trial);
 - eval: `forgellm.evaluation.measure_split` vs `mlx_lm.perplexity.eval_ppl` on the same windows of the
   shipped corpus (full windows only, so both score the same tokens), same batch size;
 - startup: whole processes, `python -m forgellm generate --chat` vs `python -m mlx_lm generate`, both on
@@ -23,6 +25,9 @@ the last), the same wall-clock definition for every side.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import os
 import socket
 import statistics
@@ -39,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 import forgellm  # noqa: E402,F401  (loads OpenBLAS before mlx)
 from forgellm import inference  # noqa: E402
 
-QUESTION = "What is the capital of France? Answer, then describe the city."
+QUESTION = "Write a long story about a beekeeper and her bees."
 
 
 class Timing:
@@ -146,52 +151,43 @@ def launch_app(port: int) -> subprocess.Popen:
     sys.exit("the app did not answer in 120 s")
 
 
-def app_pieces(client, model: str, tokens: int) -> Iterator[str]:
-    """The reply as the browser sees it grow: each streamed update's new text."""
+def app_pieces(url: str, model: str, tokens: int) -> Iterator[str]:
+    """The reply as a browser sees it grow: the app's HTTP streaming route, read update by update."""
+    import httpx
+
     from forgellm import choices
     from forgellm.ui import chat
 
-    settings = {**vars(inference.GenerationSettings(max_tokens=tokens, temperature=0.0))}
-    data = [
-        QUESTION,
-        [],
-        [],
-        False,
-        model,
-        choices.NO_ADAPTER,
-        None,
-        "",
-        "",
-        *(settings[n] for n in chat.SETTING_FIELDS),
-    ]
-    job = client.submit(*data, api_name="/_respond")
+    settings = vars(inference.GenerationSettings(max_tokens=tokens, temperature=0.0))
+    data = [QUESTION, [], [], False, model, choices.NO_ADAPTER, None, "", ""]
+    data += [settings[n] for n in chat.SETTING_FIELDS]
     shown = ""
-    for update in job:
-        history = update[0]  # None while the first update skips the chat
-        is_reply = isinstance(history, list) and history and history[-1]["role"] == "assistant"
-        reply = inference.message_text(history[-1]["content"]) if is_reply else ""
-        if len(reply) > len(shown):
-            yield reply[len(shown) :]
-            shown = reply
-    final = job.outputs()[-1][0]
-    reply = inference.message_text(final[-1]["content"])
-    if len(reply) > len(shown):
-        yield reply[len(shown) :]
+    with httpx.Client(trust_env=False, timeout=120) as http:
+        event = http.post(f"{url}/gradio_api/call/_respond", json={"data": data}).json()["event_id"]
+        with http.stream("GET", f"{url}/gradio_api/call/_respond/{event}") as answer:
+            for line in answer.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                update = json.loads(line.removeprefix("data:"))
+                history = update[0] if isinstance(update, list) else None  # None: an update that skips the chat
+                is_reply = isinstance(history, list) and history and history[-1]["role"] == "assistant"
+                reply = inference.message_text(history[-1]["content"]) if is_reply else ""
+                if len(reply) > len(shown):
+                    yield reply[len(shown) :]
+                    shown = reply
 
 
 def through_app(loaded, prompt: str, args) -> None:
-    from gradio_client import Client
-
     count = lambda text: len(loaded.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
     port = free_port()
     proc = launch_app(port)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        timed(app_pieces(client, args.model, 8), count)  # warm-up: the app loads the model
+        url = f"http://127.0.0.1:{port}"
+        timed(app_pieces(url, args.model, 8), count)  # warm-up: the app loads the model
         timed(mlx_lm_pieces(loaded, prompt, 8), count)
         ours, theirs = abba(
             args.pairs,
-            lambda: timed(app_pieces(client, args.model, args.tokens), count),
+            lambda: timed(app_pieces(url, args.model, args.tokens), count),
             lambda: timed(mlx_lm_pieces(loaded, prompt, args.tokens), count),
         )
     finally:
@@ -227,7 +223,8 @@ def evaluation(loaded, args) -> None:
         values["forgellm"] = ev.measure_split(loaded.model, split, eos, "documents", args.batch_size).perplexity
 
     def theirs() -> None:
-        values["mlx-lm"] = eval_ppl(loaded.model, rows, batch_size=args.batch_size)[0]
+        with contextlib.redirect_stdout(io.StringIO()):  # its progress line
+            values["mlx-lm"] = eval_ppl(loaded.model, rows, batch_size=args.batch_size)[0]
 
     for side in (ours, theirs):  # warm-up
         side()
@@ -300,7 +297,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5, help="timed pairs per part (default 5)")
     parser.add_argument("--parts", nargs="+", default=["direct", "app", "eval", "startup"])
     parser.add_argument("--seq-len", type=int, default=512, help="eval window length")
-    parser.add_argument("--windows", type=int, default=32, help="eval windows (full ones only)")
+    parser.add_argument("--windows", type=int, default=8, help="eval windows (full ones only)")
     parser.add_argument("--batch-size", type=int, default=8, help="eval batch size, both sides")
     args = parser.parse_args()
     print(f"model {args.model}, load average {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}")

@@ -9,7 +9,9 @@ alone; one stop flag ends the turn within a token.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +122,24 @@ def run_turn(
     update.active, update.piece, update.done = -1, "", True
     update.status = _status(columns)
     yield update
+
+
+def models_loaded(model: str, adapter: Path | None, checkpoint: str = "best", side_by_side: bool = False) -> bool:
+    """Whether `load_models` with these arguments would find every model loaded (no slow load ahead)."""
+    wanted = [(model, None, "best")] if side_by_side else []
+    return all(inference.is_loaded(*args) for args in [*wanted, (model, adapter, checkpoint)])
+
+
+def paced(updates: Iterator[TurnUpdate], every_s: float) -> Iterator[TurnUpdate]:
+    """Pass on token updates at most once every `every_s` seconds; the first and last update, and the first
+    token of each column, always. Tokens skipped here are in the next update that passes (replies are
+    cumulative), and generation is not slowed: the source is still iterated token by token."""
+    shown_at, shown_column = -math.inf, None
+    for update in updates:
+        now = time.monotonic()
+        if update.active < 0 or update.active != shown_column or now - shown_at >= every_s:
+            shown_at, shown_column = now, update.active
+            yield update
 
 
 def _status(columns: list[ColumnState]) -> str:

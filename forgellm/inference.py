@@ -29,6 +29,7 @@ from .model_sources import resolve_chat_model
 
 _CACHE_SIZE = 2
 _cache: OrderedDict[tuple[str, str | None], LoadedModel] = OrderedDict()
+_keys_by_request: dict[tuple[str, str, str], tuple[str, str | None]] = {}  # load_for_chat's arguments -> _cache key
 _load_lock = threading.Lock()
 # A plain Lock, not an RLock: Gradio may resume a generator on a different worker thread each step.
 _generate_lock = threading.Lock()
@@ -251,13 +252,22 @@ def load_for_chat(model: str, adapter: Path | str | None = None, checkpoint: str
     with _load_lock:
         if key in _cache:
             _cache.move_to_end(key)
-            return _cache[key]
-        loaded = _load(model_path, adapter_dir)
-        loaded.name = model
-        _cache[key] = loaded
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-        return loaded
+        else:
+            loaded = _load(model_path, adapter_dir)
+            loaded.name = model
+            _cache[key] = loaded
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+        _keys_by_request[(model, str(adapter), checkpoint)] = key
+        return _cache[key]
+
+
+def is_loaded(model: str, adapter: Path | str | None = None, checkpoint: str = "best") -> bool:
+    """Whether `load_for_chat` with these arguments was called before and its model is still in the cache:
+    answered without resolving anything (no file looked at, no download started). A checkpoint written
+    since (a new best) is picked up by the next `load_for_chat`, not here."""
+    key = _keys_by_request.get((model, str(adapter), checkpoint))
+    return key is not None and key in _cache
 
 
 def loaded_models() -> list[str]:

@@ -59,7 +59,10 @@ def template_prompt(tiny_model: Path, messages: list[dict[str, str]]) -> str:
 # ---- the tab's handlers ----------------------------------------------------------------------------
 
 
-def test_side_by_side_streams_the_base_alone_and_the_tuned_model(tiny_model: Path, adapter: Path) -> None:
+def test_side_by_side_streams_the_base_alone_and_the_tuned_model(
+    tiny_model: Path, adapter: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chat, "UPDATE_EVERY_S", 0.0)  # every token shown (the tiny model is faster than pacing)
     first = [{"role": "user", "content": "The queen"}]
     prompt = template_prompt(tiny_model, first)
     base_text, tuned_text = reference(tiny_model, prompt, 8)[1], reference(tiny_model, prompt, 8, adapter)[1]
@@ -73,6 +76,10 @@ def test_side_by_side_streams_the_base_alone_and_the_tuned_model(tiny_model: Pat
     assert f"tiny + {CHAT_RUN}/" in info and shown.count(prompt) == 2 and "chat template: the tokenizer's" in shown
     assert "MLX memory" in memory and "loaded: tiny, tiny + " in memory
     assert len(outputs) > 2 + 2 * 4  # streamed: a yield per token in each column
+    # A token update carries only the column it went to; the prompt, status and box only change at the ends.
+    tokens = outputs[2:-1]
+    assert all(isinstance(o[0], dict) != isinstance(o[1], dict) for o in tokens)  # a skip is a dict update
+    assert all(all(isinstance(v, dict) for v in o[2:]) for o in tokens)
 
     # The next turn continues each column's own conversation.
     tuned2, base2, *_ = respond("More", history=tuned, base_history=base, side=True, adapter=CHAT_RUN)
@@ -81,12 +88,14 @@ def test_side_by_side_streams_the_base_alone_and_the_tuned_model(tiny_model: Pat
 
 def test_stop_ends_the_reply_within_a_token(tiny_model: Path) -> None:
     replies = chat._respond("The queen", "stop-me", *state(settings=GenerationSettings(max_tokens=200, temperature=0)))
-    outputs = [next(replies), next(replies), next(replies)]  # loading, generating, the first token
+    for shown in replies:  # (loading), generating, then the first token
+        if isinstance(shown[0], list) and shown[0][-1]["role"] == "assistant" and shown[0][-1]["content"]:
+            break
     chat._stop("stop-me")
     assert not inference.stop_flag("someone-else").is_set()  # one browser session's Stop only
-    outputs += list(replies)
-    assert len(outputs) == 4 and outputs[-1][3].endswith("· stopped")
-    assert " 1 tokens ·" in outputs[-1][3] and outputs[-1][0][-1]["role"] == "assistant"
+    after = list(replies)
+    assert len(after) == 1 and after[-1][3].endswith("· stopped")
+    assert " 1 tokens ·" in after[-1][3] and after[-1][0][-1]["role"] == "assistant"
     chat._stop("stop-me")  # pressed while the next reply still waits in the queue: that reply stops too
     assert " 1 tokens ·" in respond("again", session="stop-me")[3]
     chat._arm("stop-me")  # sending a message clears the flag (before the reply is queued)
@@ -222,6 +231,47 @@ def test_the_tab_is_wired_as_its_handlers_expect(tiny_model: Path, adapter: Path
     replies = [inference.message_text(column[-1]["content"]) for column in (tuned, base)]
     assert replies == expected and box == "" and info.count("tokens/s") == 2
     assert "chat template: yours · 2 tokens ──\nThe queen" in shown and "loaded: tiny, tiny + chat-lora/" in memory
+
+
+def test_the_loading_note_only_when_a_load_is_ahead(tiny_model: Path) -> None:
+    """A reply from a model already loaded starts with the user's message, not a loading note (one update
+    less before the first token)."""
+    import contextlib
+
+    inference.unload_all()
+    with contextlib.closing(chat._respond("Hi", "s", *state())) as replies:
+        assert next(replies)[3].startswith("Loading the model")
+    respond("Hi")
+    with contextlib.closing(chat._respond("Hi", "s", *state())) as replies:
+        first = next(replies)
+    assert first[3] == "Generating…" and first[0][-2:] == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": ""},
+    ]
+
+
+def test_paced_updates_drop_tokens_in_between_but_never_the_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Token updates at most every 0.1 s on a fake clock: the first update, the first token of each column and
+    the final update always pass; the text is cumulative, so nothing shown is lost."""
+    from forgellm import chat_turn
+
+    clock = iter(i * 0.03 for i in range(1000))  # a token every 30 ms
+    monkeypatch.setattr(chat_turn.time, "monotonic", lambda: next(clock))
+    update = chat_turn.TurnUpdate([], "Generating…")
+
+    def source():
+        yield update
+        for column in (0, 1):
+            for _ in range(10):
+                update.active = column
+                yield update
+        update.active, update.done = -1, True
+        yield update
+
+    seen = [(u.active, u.done) for u in chat_turn.paced(source(), 0.1)]
+    assert seen[0] == (-1, False) and seen[-1] == (-1, True)
+    per_column = [sum(1 for active, _ in seen if active == c) for c in (0, 1)]
+    assert per_column == [3, 3]  # tokens 1, 5, 9 of 10 at 30 ms apart (0.12 s >= 0.1 s between shown ones)
 
 
 # ---- conversation files ------------------------------------------------------------------------------
