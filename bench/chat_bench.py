@@ -14,8 +14,9 @@ both sides alike; both sides must produce the same text, else the run stops):
   100-400 ms to the first update in a trial);
 - eval: `forgellm.evaluation.measure_split` vs `mlx_lm.perplexity.eval_ppl` on the same windows of the
   shipped corpus (full windows only, so both score the same tokens), same batch size;
-- startup: whole processes, `python -m forgellm generate --chat` vs `python -m mlx_lm generate`, both on
-  the same OpenBLAS (the peer gets it through LD_PRELOAD: the BLAS is not what is compared).
+- startup: whole processes, `python -m forgellm generate --chat` vs `python -m mlx_lm generate` (which
+  formats chats by default), both on the same OpenBLAS (the peer gets the library ForgeLLM loads through
+  LD_PRELOAD: the BLAS is not what is compared).
 
 Figures: time to first token (request to first token: prompt processing included; for the app, the HTTP
 round trip and queue too) and tokens/s over the reply (tokens after the first / time from the first to
@@ -248,7 +249,7 @@ def openblas_path() -> str | None:
     from forgellm import platform
 
     state = platform.ensure_fast_blas()
-    return state.library if state.name == "openblas" else None
+    return state.load_path if state.name == "openblas" else None
 
 
 def run_process(argv: list[str], env: dict[str, str]) -> tuple[float, str]:

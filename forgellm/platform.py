@@ -54,6 +54,7 @@ class BlasState:
     source: str | None = None  # where the library came from
     message: str = ""
     problems: list[str] = field(default_factory=list)  # attempts that failed: what, the OS error, the fix
+    load_path: str | None = None  # what was handed to the loader (the wheel's: a symlink that finds gfortran)
 
     @property
     def fast(self) -> bool:
@@ -148,7 +149,7 @@ def _try_wheel() -> BlasState | None:
             f"cannot load {openblas} from the ngsolve-openblas wheel ({e})",
             "reinstall it: `pip install --force-reinstall ngsolve-openblas`",
         ) from e
-    return BlasState("openblas", str(openblas), "ngsolve-openblas wheel")
+    return BlasState("openblas", str(openblas), "ngsolve-openblas wheel", load_path=str(shim / "libopenblas.so.0"))
 
 
 def _try_system() -> BlasState | None:
@@ -161,7 +162,7 @@ def _try_system() -> BlasState | None:
                     f"cannot load the system OpenBLAS {candidate} ({e})",
                     "reinstall it: `sudo apt-get install --reinstall libopenblas0-pthread`",
                 ) from e
-            return BlasState("openblas", candidate, "system package")
+            return BlasState("openblas", candidate, "system package", load_path=candidate)
     return None
 
 
@@ -173,7 +174,7 @@ def _explicit(path: str) -> BlasState:
             f"FORGELLM_BLAS={path} cannot be loaded ({e})",
             "point FORGELLM_BLAS at an existing libopenblas.so.0, or unset it to let ForgeLLM find one",
         ) from e
-    return BlasState("openblas", path, "FORGELLM_BLAS")
+    return BlasState("openblas", path, "FORGELLM_BLAS", load_path=path)
 
 
 def ensure_fast_blas() -> BlasState:

@@ -1,16 +1,18 @@
 """A small Hub-compatible HTTP server on 127.0.0.1 for offline push tests.
 
-It speaks the part of the Hugging Face Hub API that huggingface_hub's upload calls use (measured against
+It speaks the part of the Hugging Face Hub API that huggingface_hub's upload and download calls use (measured against
 huggingface_hub 2.4.0 with Xet disabled, i.e. the plain LFS path): whoami-v2, repos/create, model info
 (404 + `X-Error-Code: RepoNotFound` when missing), validate-yaml, preupload, the git-lfs batch API with
-single PUT and multipart PUT (ETag per part, then a completion POST), and the NDJSON commit (small files
-base64 inline, LFS files by sha256). It keeps what it receives (repos -> files -> bytes, private flag,
+single PUT and multipart PUT (ETag per part, then a completion POST), the NDJSON commit (small files
+base64 inline, LFS files by sha256), and for downloads the file tree and `resolve` (HEAD for a file's metadata, GET for its
+bytes, Range honoured). It keeps what it receives (repos -> files -> bytes, private flag,
 commits) and logs every request, so a test can check exactly what arrived and what was never sent.
 
-Faults: `fail(route, status, times)` answers a route with an HTTP error, `drop(route, times)` reads part
-of the request body and closes the connection without answering, `hang(route, seconds)` answers late.
-`times=None` means always. The whole request body is read before any answer (an early answer would break
-the next request on the keep-alive connection).
+Faults: `fail(route, status, times)` answers a route with an HTTP error, `drop(route, times, path_has)`
+reads part of the request body and closes the connection without answering (a download: sends half the
+file, then closes), `hang(route, seconds)` answers late. `times=None` means always; `path_has` limits a
+drop to paths containing it. The whole request body is read before any answer (an early answer would
+break the next request on the keep-alive connection).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ ROUTES = [  # (method, path regex, route name)
     ("PUT", rf"/lfs/{_OID}/part/(?P<part>\d+)", "part"),
     ("POST", rf"/lfs/{_OID}/complete", "complete"),
     ("POST", rf"/api/models/{_REPO}/commit/[^/]+", "commit"),
+    ("GET", rf"/api/models/{_REPO}/tree/[^/]+", "tree"),
+    ("HEAD", rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<name>.+)", "metadata"),
+    ("GET", rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<name>.+)", "download"),
 ]
 
 
@@ -73,6 +78,7 @@ class Fault:
     status: int | None = None
     drop: bool = False
     hang_s: float = 0.0
+    path_has: str = ""  # only requests whose path contains this
 
 
 @dataclass(frozen=True)
@@ -115,8 +121,8 @@ class HubServer:
     def fail(self, route: str, status: int = 500, times: int | None = 1) -> None:
         self.faults.append(Fault(route, times, status=status))
 
-    def drop(self, route: str, times: int | None = 1) -> None:
-        self.faults.append(Fault(route, times, drop=True))
+    def drop(self, route: str, times: int | None = 1, path_has: str = "") -> None:
+        self.faults.append(Fault(route, times, drop=True, path_has=path_has))
 
     def hang(self, route: str, seconds: float, times: int | None = 1) -> None:
         self.faults.append(Fault(route, times, hang_s=seconds))
@@ -125,9 +131,11 @@ class HubServer:
         with self.lock:
             self.faults.clear()
 
-    def take_fault(self, route: str) -> Fault | None:
+    def take_fault(self, route: str, path: str = "") -> Fault | None:
         with self.lock:
             for fault in self.faults:
+                if fault.path_has not in path:
+                    continue
                 if fault.route == route and (fault.times is None or fault.times > 0):
                     if fault.times is not None:
                         fault.times -= 1
@@ -190,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._dispatch()
 
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
     # ---- plumbing
 
     def _dispatch(self) -> None:
@@ -200,7 +211,9 @@ class _Handler(BaseHTTPRequestHandler):
             if method == self.command and (m := re.fullmatch(pattern, path)):
                 route, params = name, m.groupdict()
                 break
-        fault = hub.take_fault(route)
+        fault = hub.take_fault(route, path)
+        if fault is not None and fault.drop and route == "download":
+            return self._send_file(**params, cut=True)  # half the file arrives, then the line goes dead
         if fault is not None and fault.drop:
             self._read_body(limit=256 * 1024)  # part of the upload arrives, then the line goes dead
             self._log(route, 0)
@@ -213,8 +226,39 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(route, fault.status, {"error": f"injected {fault.status} on {route}"})
         if route == "unknown":
             return self._reply(route, 404, {"error": f"no route {self.command} {path}"})
+        if route in ("metadata", "download"):
+            return self._send_file(**params)
         status, payload, headers = getattr(self, f"_{route}")(body, **params)
         self._reply(route, status, payload, headers)
+
+    def _send_file(self, repo: str, rev: str, name: str, cut: bool = False) -> None:
+        """A file of a repo as `hf_hub_download` fetches it: HEAD for its metadata, GET for its bytes
+        (a Range request gets the rest of the file); `cut` sends half of it and closes the connection."""
+        route = "metadata" if self.command == "HEAD" else "download"
+        found = self.server_hub.repos.get(repo)
+        user = self._user()
+        visible = found is not None and (
+            not found.private or (user and self.server_hub.can_write(user, repo.split("/")[0]))
+        )
+        if not visible:
+            return self._reply(route, 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+        if name not in found.files:
+            return self._reply(route, 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+        data = found.files[name]
+        start = int(m.group(1)) if (m := re.match(r"bytes=(\d+)-", self.headers.get("Range", ""))) else 0
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("X-Repo-Commit", found.commits[-1]["oid"] if found.commits else "0" * 40)
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(data[start : start + (len(data) - start) // 2] if cut else data[start:])
+        if cut:
+            self.close_connection = True
+            self.wfile.flush()
+            self.request.shutdown(socket.SHUT_RDWR)
+        self._log(route, 0 if cut else 200)
 
     def _read_body(self, limit: int | None = None) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -309,6 +353,22 @@ class _Handler(BaseHTTPRequestHandler):
         sha = found.commits[-1]["oid"] if found.commits else "0" * 40
         siblings = [{"rfilename": p} for p in sorted(found.files)]
         return 200, {"id": repo, "private": found.private, "sha": sha, "siblings": siblings}, None
+
+    def _tree(self, body: bytes, repo: str):
+        """Every file of the repo (one page; the real Hub paginates long listings with a Link header)."""
+        status, info, headers = self._info(body, repo)
+        if status != 200:
+            return status, info, headers
+        files = self.server_hub.repos[repo].files
+        entries = []
+        for name in sorted(files):
+            entry = {"type": "file", "path": name, "size": len(files[name])}
+            entry["oid"] = hashlib.sha1(b"blob %d\0" % len(files[name]) + files[name]).hexdigest()  # git's blob id
+            if name.endswith(LFS_SUFFIXES) or len(files[name]) >= LFS_MIN_SIZE:
+                sha256 = hashlib.sha256(files[name]).hexdigest()
+                entry["lfs"] = {"oid": sha256, "size": len(files[name]), "pointerSize": 134}
+            entries.append(entry)
+        return 200, entries, None
 
     def _validate(self, body: bytes):
         content = json.loads(body).get("content", "")

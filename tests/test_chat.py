@@ -448,3 +448,52 @@ def test_several_sessions_chat_at_once_each_with_its_own_history(forgellm_home: 
         ], f"session {i}"
     # The sessions really overlapped: some request was sent while another was still being answered.
     assert any(s2 < e1 and s1 < s2 for s1, e1 in spans for s2, _ in spans), spans
+
+
+# ---- a Hub id, downloaded -----------------------------------------------------------------------------
+
+
+def test_a_hub_id_downloads_with_progress_and_a_cut_download_is_never_offered(tiny_model: Path, tmp_path: Path):
+    """`generate --model org/name` against a Hub-protocol server on 127.0.0.1 (the real huggingface_hub
+    download path: model info, HEAD and GET per file): the model downloads with progress shown, answers as
+    the same weights loaded locally do, and is then offered from the cache. A download cut mid-weights
+    fails with a clear message, and the half-downloaded repo is not offered as a usable model."""
+    from hub_server import HubServer, Repo, User
+
+    from forgellm.model_sources import hf_cached_models
+
+    files = {p.name: p.read_bytes() for p in tiny_model.iterdir() if p.is_file()}
+    hf_home = tmp_path / "hf"
+    with HubServer({"hf_reader": User("reader")}) as server:
+        for repo in ("alice/tiny-chat", "alice/tiny-cut"):
+            server.repos[repo] = Repo(repo, private=False, creator="alice", files=dict(files))
+            server.repos[repo].commits.append({"oid": "c0ffee" * 6 + "c0fe"})
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": server.url,
+            "HF_HOME": str(hf_home),
+            "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_XET": "1",
+            "NO_PROXY": "127.0.0.1",
+        }
+
+        def generate(model: str) -> subprocess.CompletedProcess:
+            argv = [sys.executable, "-m", "forgellm", "generate", "--model", model, "--prompt", "The queen"]
+            return subprocess.run(
+                [*argv, "--max-tokens", "8", "--temp", "0"], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                text=True, timeout=300,
+            )  # fmt: skip
+
+        done = generate("alice/tiny-chat")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.rstrip("\n") == reference(tiny_model, "The queen", 8)[1]
+        assert "Fetching" in done.stderr  # huggingface_hub's progress bar (the app's Load tracks the same bars)
+        assert "download" in server.routes() and "metadata" in server.routes()
+
+        server.drop("download", times=None, path_has="model.safetensors")
+        cut = generate("alice/tiny-cut")
+    assert cut.returncode != 0
+    assert "could not download 'alice/tiny-cut'" in cut.stderr and "Traceback" not in cut.stderr, cut.stderr
+    offered = hf_cached_models(hf_home / "hub")
+    assert list(offered) == ["alice/tiny-chat"]
+    assert (offered["alice/tiny-chat"] / "model.safetensors").read_bytes() == files["model.safetensors"]

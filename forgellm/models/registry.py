@@ -205,10 +205,22 @@ def _download(repo_id: str) -> Path:
         ) from e
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         raise ForgeError(
-            f"could not download {repo_id!r} from the Hugging Face Hub (offline?): {type(e).__name__}",
+            f"could not download {repo_id!r} from the Hugging Face Hub (offline?): {_first_line(e)}",
             "model",
             f"connect to the internet, or use a built-in model: {', '.join(BUILTINS)}",
         ) from e
+    except Exception as e:  # noqa: BLE001 - an answer the client did not expect (a proxy, another server)
+        raise ForgeError(
+            f"could not download {repo_id!r}: the server's answer was not understood ({_first_line(e)})",
+            "model",
+            "check HF_ENDPOINT (it must point at a Hugging Face Hub), or use a local model folder",
+        ) from e
+
+
+def _first_line(error: BaseException) -> str:
+    """The error's type and the first line of its message (huggingface_hub's run to many lines)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
 
 
 def list_local_models() -> list[dict[str, str]]:
