@@ -93,6 +93,13 @@ def report(label: str, ours: list[Timing], theirs: list[Timing], peer: str) -> N
     )
     extra = ", ".join(f"{d:+.0f}" for d in ttft_extra)
     print(f"    ForgeLLM minus peer, median of pairs {med(ttft_extra):+.0f} ({extra})")
+    # Whichever side ran second in a pair starts warmer (two processes share 2 cores in the app part): the
+    # mean over both orders cancels that.
+    first, second = ttft_extra[0::2], ttft_extra[1::2]
+    print(
+        f"    by order: ForgeLLM first {statistics.mean(first):+.0f}, ForgeLLM second "
+        f"{statistics.mean(second):+.0f}, mean of all pairs {statistics.mean(ttft_extra):+.0f}"
+    )
 
 
 # ---- the two in-process generators -------------------------------------------------------------------

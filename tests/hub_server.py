@@ -4,8 +4,8 @@ It speaks the part of the Hugging Face Hub API that huggingface_hub's upload and
 huggingface_hub 2.4.0 with Xet disabled, i.e. the plain LFS path): whoami-v2, repos/create, model info
 (404 + `X-Error-Code: RepoNotFound` when missing), validate-yaml, preupload, the git-lfs batch API with
 single PUT and multipart PUT (ETag per part, then a completion POST), the NDJSON commit (small files
-base64 inline, LFS files by sha256), and for downloads the file tree and `resolve` (HEAD for a file's metadata, GET for its
-bytes, Range honoured). It keeps what it receives (repos -> files -> bytes, private flag,
+base64 inline, LFS files by sha256), and for downloads the file tree and `resolve` (HEAD for a file's
+metadata, GET for its bytes, Range honoured). It keeps what it receives (repos -> files -> bytes, private flag,
 commits) and logs every request, so a test can check exactly what arrived and what was never sent.
 
 Faults: `fail(route, status, times)` answers a route with an HTTP error, `drop(route, times, path_has)`

@@ -18,7 +18,7 @@ import pytest
 from helpers import PROJECT_ROOT
 from test_inference import CHAT_RUN, chat_adapter_run, reference
 
-from forgellm import conversation, inference, paths, runs
+from forgellm import choices, conversation, inference, paths, runs
 from forgellm.conversation import Conversation
 from forgellm.errors import ForgeError
 from forgellm.inference import GenerationSettings
@@ -248,6 +248,23 @@ def test_the_loading_note_only_when_a_load_is_ahead(tiny_model: Path) -> None:
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": ""},
     ]
+
+
+def test_the_tab_measures_perplexity_like_forgellm_eval(tiny_model: Path, adapter: Path) -> None:
+    """The Evaluate section gives `evaluation.evaluate`'s report for the picked model and adapter, on a file
+    under dataset/ or the adapter run's validation split; a path outside dataset/ is refused."""
+    from forgellm import evaluation
+
+    text = "dataset/beekeeping/handbook/01-colony-biology.md"
+    shown = chat._evaluate("tiny", CHAT_RUN, "best", text)
+    expected = evaluation.evaluate("tiny", PROJECT_ROOT / text, choices.resolve_run(CHAT_RUN), "best")
+    assert shown == expected.summary() and "perplexity" in shown
+    val = chat._evaluate("tiny", CHAT_RUN, "best", chat.VALIDATION_SPLIT)
+    assert "validation" in val and "perplexity" in val
+    with pytest.warns(UserWarning, match="not a folder or file under dataset/"):
+        assert "not a folder or file under dataset/" in chat._evaluate("tiny", "none", None, "/etc/passwd")
+    with pytest.warns(UserWarning, match="no adapter was given"):
+        assert "no adapter" in chat._evaluate("tiny", "none", None, chat.VALIDATION_SPLIT)
 
 
 def test_paced_updates_drop_tokens_in_between_but_never_the_ends(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -114,28 +114,33 @@ def test_balance_when_every_checkpoint_or_none_is_within_the_threshold() -> None
     assert "No checkpoint stays within the threshold" in forgetting_warnings(rows, 0.01, None)[0]
 
 
-def test_the_monitoring_tab_shows_the_stored_result(run_dir: Path, report, tmp_path: Path, monkeypatch) -> None:
+def test_the_monitoring_and_chat_tabs_show_the_stored_result(run_dir: Path, report, tmp_path: Path, monkeypatch):
     import gradio as gr
 
-    from forgellm.ui import monitoring
+    from forgellm import choices
+    from forgellm.ui import chat, gain_section, monitoring
 
     monkeypatch.setenv("FORGELLM_HOME", str(tmp_path))  # an app home whose runs/ lists only this run
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "gain-run").symlink_to(run_dir)
-    findings, table, figure = monitoring._stored_gain("gain-run")
+    findings, table, figure = gain_section._stored_gain("gain-run")
     stored = read_gain(run_dir)  # the last measurement (the CLI's, in the test above)
     headers, rows = stored.table()
     assert table == {"headers": headers, "data": rows} and "best balance" in findings
     gr.Dataframe(interactive=False).postprocess(table)  # a value the widget takes
     assert [t.name for t in figure.data][:2] == ["domain (validation split)", "general text"]
     assert list(figure.data[1].y) == [r.general.perplexity for r in stored.rows]
-    assert monitoring._stored_gain(None) == [gr.skip()] * 3
+    assert gain_section._stored_gain(None) == [gr.skip()] * 3
     with pytest.warns(UserWarning, match="no such run"):  # the toast, outside a running app
-        message = monitoring._measure_gain("no-such-run")[0]  # and the message in place
+        message = gain_section._measure_gain("no-such-run")[0]  # and the message in place
     assert "no such run" in message
     with gr.Blocks() as demo:
         tab = monitoring.build(gr.Timer(2.0), demo)
     assert tab.gain is not None and tab.gain.measure.value == "Measure gain and forgetting"
+    with gr.Blocks() as demo:  # the Chat tab: the same section, bound to its adapter picker
+        chat_tab = chat.build(demo)
+    assert chat_tab.gain is not None and chat_tab.gain.measure.value == "Measure gain and forgetting"
+    assert "Choose an adapter run" in gain_section._stored_gain(choices.NO_ADAPTER)[0]
     assert charts.gain_figure(None).layout.annotations[0].text == "not measured yet"
 
 

@@ -401,6 +401,8 @@ def test_chat_streams_and_reports_errors(monkeypatch):
 
     monkeypatch.setattr(chat.inference, "load_for_chat", lambda model, adapter=None, checkpoint="best": Loaded())
     monkeypatch.setattr(chat.inference, "stream", fake_stream)
+    monkeypatch.setattr(chat, "UPDATE_EVERY_S", 0.0)  # every token redrawn (pacing has its own test)
+    monkeypatch.setattr(chat, "_models_loaded", lambda *_a: False)  # the real cache may hold tiny already
     history = [
         {"role": "user", "content": [{"type": "text", "text": "hi"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "hello"}]},

@@ -18,11 +18,12 @@ from typing import Any
 
 import gradio as gr
 
-from .. import chat_turn, choices, conversation, inference
+from .. import chat_turn, choices, conversation, evaluation, inference, paths
 from ..atomic import write_text
 from ..errors import ForgeError
 from ..model_sources import chat_start
 from .common import choices_update, guarded
+from .gain_section import GainSection, build_gain_section
 
 _DEFAULTS = inference.GenerationSettings()
 # The reply is redrawn at most 10 times a second: each update costs Gradio about 9 ms of CPU (measured with
@@ -56,6 +57,10 @@ class ChatTab:
     open: gr.UploadButton
     file: gr.File
     session: gr.State
+    eval_data: gr.Dropdown | None = None
+    evaluate: gr.Button | None = None
+    eval_result: gr.Code | None = None
+    gain: GainSection | None = None
 
     def setting_widgets(self) -> list[gr.components.Component]:
         """The settings widgets in GenerationSettings field order (the order handlers receive them in)."""
@@ -145,9 +150,19 @@ def build(demo: gr.Blocks) -> ChatTab:
         open_file = gr.UploadButton("Open JSON…", file_types=[".json"], type="filepath")
         file = gr.File(label="conversation file", interactive=False, height=60)
     session = gr.State(lambda: uuid.uuid4().hex)  # one stop flag per browser session
+    with gr.Accordion("Evaluate: perplexity", open=False):
+        gr.Markdown(
+            "Perplexity (mean loss, tokens, standard error) of the model above, with its adapter when one is "
+            "chosen, on text under `dataset/` or on the adapter run's validation split."
+        )
+        with gr.Row():
+            eval_data = gr.Dropdown(_eval_choices(), value=VALIDATION_SPLIT, label="data", scale=4)
+            evaluate = gr.Button("Measure perplexity", scale=1)
+        eval_result = gr.Code(language=None, label="result", interactive=False)
     tab = ChatTab(
         model, adapter, checkpoint, side_by_side, load, unload, model_info, settings, system, template,
         base_chatbot, chatbot, message, send, stop, clear, info, prompt, save, export, open_file, file, session,
+        eval_data, evaluate, eval_result, build_gain_section(adapter),
     )  # fmt: skip
     _wire(demo, tab, base_column)
     return tab
@@ -175,18 +190,44 @@ def _wire(demo: gr.Blocks, tab: ChatTab, base_column: gr.Column) -> None:
     tab.save.click(_save, state, [tab.file, tab.info])
     tab.export.click(_export, state, [tab.file, tab.info])
     tab.open.upload(_open, [tab.open, *state], [*state, tab.info])
-    demo.load(_refresh_lists, [tab.model, tab.adapter], [tab.model, tab.adapter])
+    tab.evaluate.click(_evaluate, [tab.model, tab.adapter, tab.checkpoint, tab.eval_data], tab.eval_result)
+    demo.load(_refresh_lists, [tab.model, tab.adapter, tab.eval_data], [tab.model, tab.adapter, tab.eval_data])
 
 
 # ---- handlers ----------------------------------------------------------------------------------------
 
 
-def _refresh_lists(model: str, adapter: str) -> list[Any]:
-    """Re-read models/, the Hugging Face cache and runs/ when a page opens (new fused models and runs appear)."""
+def _refresh_lists(model: str, adapter: str, eval_data: str) -> list[Any]:
+    """Re-read models/, the Hugging Face cache, runs/ and dataset/ when a page opens (new models, runs, files)."""
     return [
         gr.update(choices=choices.chat_model_choices(model)),
         choices_update(choices.adapter_choices(), choices.NO_ADAPTER, keep=adapter),
+        choices_update(_eval_choices(), VALIDATION_SPLIT, keep=eval_data),
     ]
+
+
+VALIDATION_SPLIT = "val"
+
+
+def _eval_choices() -> list[tuple[str, str]]:
+    return [("the adapter run's validation split", VALIDATION_SPLIT), *((p, p) for p in choices.dataset_choices())]
+
+
+@guarded(lambda error, *_inputs: error)
+def _evaluate(
+    model: str,
+    adapter: str | None,
+    checkpoint: str | None,
+    data: str | None,
+    progress=gr.Progress(),  # noqa: B008 - Gradio finds its progress bar through this default
+) -> str:
+    """`forgellm eval` for the model and adapter picked above; data only from dataset/ or the run's split."""
+    progress(0, desc="Loading the model and measuring…")
+    model = choices.check_model_choice(model)
+    if data != VALIDATION_SPLIT:
+        choices.require_dataset_paths(data)  # nothing outside dataset/ is reachable from the app
+        data = str(paths.PROJECT_ROOT / data)
+    return evaluation.evaluate(model, data, _adapter_dir(adapter), checkpoint or "best").summary()
 
 
 @guarded(lambda _error, *_inputs: [gr.update(choices=[], value=None), gr.skip()])

@@ -11,10 +11,11 @@ from typing import Any
 
 import gradio as gr
 
-from .. import charts, choices, gain, runs
+from .. import charts, choices, runs
 from ..errors import ForgeError
 from ..run_summary import run_signature, status_summary
-from .common import SCROLL_LOG_JS, choices_update, error_text, guarded
+from .common import SCROLL_LOG_JS, choices_update, error_text
+from .gain_section import GainSection, build_gain_section
 
 LOG_LINES = 20  # the box shows them all, so the newest line is always in view
 
@@ -53,7 +54,7 @@ def build(timer: gr.Timer, demo: gr.Blocks) -> MonitoringTab:
         autoscroll=True,
     )
     seen = gr.State(None)
-    tab = MonitoringTab(run, refresh, status, loss, throughput, log, seen, _build_gain(run))
+    tab = MonitoringTab(run, refresh, status, loss, throughput, log, seen, build_gain_section(run))
 
     refresh.click(_refresh_runs, run, run)
     run.change(_show_now, run, tab.outputs(), show_progress="hidden")
@@ -95,56 +96,3 @@ def _show(run_name: str | None, seen: Any) -> list[Any]:
     except (ForgeError, OSError) as e:  # e.g. the run folder was removed: shown in place, no toast every 2 s
         return [error_text(e), gr.skip(), gr.skip(), gr.skip(), None]
     return [summary, charts.loss_figure(records), charts.throughput_figure(records), log, signature]
-
-
-# ---- gain and forgetting (forgellm.gain) -------------------------------------------------------------
-
-
-@dataclass
-class GainSection:
-    measure: gr.Button
-    findings: gr.Markdown
-    table: gr.Dataframe
-    figure: gr.Plot
-
-    def outputs(self) -> list[Any]:
-        return [self.findings, self.table, self.figure]
-
-
-def _build_gain(run: gr.Dropdown) -> GainSection:
-    """The selected run's last gain-and-forgetting result, and a button that measures it again."""
-    with gr.Accordion("Gain and forgetting", open=False):
-        gr.Markdown(
-            "Perplexity of the base model and of each kept checkpoint on the run's held-out domain documents "
-            "and on held-out general text, with knowledge probes. Takes a few forward passes per checkpoint."
-        )
-        measure = gr.Button("Measure gain and forgetting", size="sm")
-        findings = gr.Markdown()
-        table = gr.Dataframe(interactive=False, wrap=True)
-        figure = gr.Plot(show_label=False)
-    section = GainSection(measure, findings, table, figure)
-    measure.click(_measure_gain, run, section.outputs())
-    run.change(_stored_gain, run, section.outputs(), show_progress="hidden")
-    return section
-
-
-def _gain_outputs(report: gain.GainReport | None) -> list[Any]:
-    if report is None:
-        return ["Not measured yet for this run.", None, charts.gain_figure(None)]
-    headers, rows = report.table()
-    findings = "\n".join(f"- {line}" for line in report.findings())
-    return [findings, {"headers": headers, "data": rows}, charts.gain_figure(report)]
-
-
-@guarded(lambda message, *_inputs: [message, gr.skip(), gr.skip()])
-def _measure_gain(run_name: str | None) -> list[Any]:
-    return _gain_outputs(gain.measure_gain(choices.resolve_run(run_name)))
-
-
-def _stored_gain(run_name: str | None) -> list[Any]:
-    if not run_name:
-        return [gr.skip()] * 3
-    try:
-        return _gain_outputs(gain.read_gain(choices.resolve_run(run_name)))
-    except ForgeError as e:  # the run folder went away: said in place
-        return [error_text(e), None, charts.gain_figure(None)]
