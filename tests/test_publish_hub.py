@@ -173,6 +173,8 @@ def test_preflight_reports_bad_repo_ids_and_namespaces_without_rights_before_any
     plan = hub.preflight(model, "bob/model", token=READ_ONLY_TOKEN, endpoint=server.url)
     assert "read-only" in plan.summary()
     assert hub.preflight(model, "acme/model", token=TOKEN, endpoint=server.url).ok  # an org where alice writes
+    for repo_id in ("Alice/model", "ACME/model"):  # Hub names ignore case: never refused for it
+        assert hub.preflight(model, repo_id, token=TOKEN, endpoint=server.url).ok, repo_id
     assert server.uploads_seen() == []  # the server's log: not one create, preupload, LFS or commit request
     assert server.repos == {}
 

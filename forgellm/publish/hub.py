@@ -512,9 +512,10 @@ def _check_rights(plan: Preflight, who: dict) -> None:
             )
         )
         return
-    if namespace == plan.user:
+    # Hub names are unique regardless of case (`Alice` is `alice`): compare them so, never refuse on case.
+    if namespace.lower() == (plan.user or "").lower():
         return
-    org = next((o for o in who.get("orgs") or [] if o.get("name") == namespace), None)
+    org = next((o for o in who.get("orgs") or [] if str(o.get("name", "")).lower() == namespace.lower()), None)
     if org is None:
         plan.problems.append(Problem(f"{plan.user} is not a member of {namespace!r}", f"{own}, or join {namespace}"))
     elif org.get("roleInOrg") is None:
@@ -533,7 +534,8 @@ def _fine_grained_can_write(access: dict, namespace: str, repo_id: str) -> bool:
     if not isinstance(scoped, list):
         return True  # a shape we do not know: the server decides (a refusal is mapped to a clear error)
     return any(
-        (entry.get("entity") or {}).get("name") in (namespace, repo_id) and "repo.write" in entry.get("permissions", [])
+        str((entry.get("entity") or {}).get("name", "")).lower() in (namespace.lower(), repo_id.lower())
+        and "repo.write" in entry.get("permissions", [])
         for entry in scoped
     )
 
