@@ -58,59 +58,85 @@ class EarlyStopping:
 @dataclass
 class TrainConfig:
     # What to train
-    model: str = _f("tiny", "Base model: a built-in name (tiny, smollm2-135m-instruct[-4bit]), a folder or a Hub id.")
-    train_type: Literal["cpt", "ift"] = _f("cpt", "cpt = continued pre-training on raw text; ift = instruction tuning.")
-    fine_tune_type: Literal["lora", "dora", "full"] = _f("lora", "lora, dora or full fine-tuning.")
-    num_layers: int = _f(-1, "Number of final transformer blocks to adapt; -1 = all.")
-    lora_parameters: LoraParameters = _f(LoraParameters(), "LoRA/DoRA settings.")
-    trust_remote_code: bool = _f(False, "Allow a Hub model's own tokenizer code to run (off unless you trust it).")
+    model: str = _f(
+        "tiny", "Base model: a built-in name (tiny, smollm2-135m-instruct[-4bit]), a folder or a Hub id.", group="model"
+    )
+    train_type: Literal["cpt", "ift"] = _f(
+        "cpt", "cpt = continued pre-training on raw text; ift = instruction tuning.", group="model"
+    )
+    fine_tune_type: Literal["lora", "dora", "full"] = _f("lora", "lora, dora or full fine-tuning.", group="model")
+    num_layers: int = _f(-1, "Number of final transformer blocks to adapt; -1 = all.", group="model")
+    lora_parameters: LoraParameters = _f(LoraParameters(), "LoRA/DoRA settings.", group="model")
+    trust_remote_code: bool = _f(
+        False, "Allow a Hub model's own tokenizer code to run (off unless you trust it).", group="model"
+    )
 
     # Data
     data: str | list[str] = _f(
         "dataset/beekeeping",
         "Folder or file of training documents, or a list of them (relative paths: project folder).",
+        group="data",
     )
-    text_field: str = _f("text", "Field holding the text in .jsonl/.json/.csv CPT files.")
-    val_fraction: float = _f(0.1, "Fraction of documents held out for validation (split by document, seeded).")
-    max_seq_length: int = _f(256, "Tokens per training window (CPT) or longest example (IFT).")
-    mixture: Mixture = _f(Mixture(), "Mix a general corpus into CPT training.")
-    mask_prompt: bool = _f(True, "IFT: train only on assistant tokens.")
-    overlong: Literal["drop", "truncate"] = _f("drop", "IFT: what to do with an example longer than max_seq_length.")
+    text_field: str = _f("text", "Field holding the text in .jsonl/.json/.csv CPT files.", group="data")
+    val_fraction: float = _f(
+        0.1, "Fraction of documents held out for validation (split by document, seeded).", group="data"
+    )
+    max_seq_length: int = _f(256, "Tokens per training window (CPT) or longest example (IFT).", group="data")
+    mixture: Mixture = _f(Mixture(), "Mix a general corpus into CPT training.", group="data")
+    mask_prompt: bool = _f(True, "IFT: train only on assistant tokens.", group="data")
+    overlong: Literal["drop", "truncate"] = _f(
+        "drop", "IFT: what to do with an example longer than max_seq_length.", group="data"
+    )
 
     # Optimisation
-    optimizer: Literal["adamw", "adam", "sgd"] = _f("adamw", "Optimizer.")
-    learning_rate: float = _f(1e-3, "Peak learning rate.")
-    weight_decay: float = _f(0.0, "Decoupled weight decay (AdamW) or L2 (SGD).")
-    lr_schedule: Literal["cosine", "linear", "constant"] = _f("cosine", "Decay after warmup.")
-    warmup_steps: int = _f(0, "Linear warmup from 0 to learning_rate over this many optimizer steps.")
-    min_learning_rate: float = _f(0.0, "Learning rate at the end of a cosine or linear decay.")
-    batch_size: int = _f(8, "Sequences per step (the global batch; split across hosts when distributed).")
-    grad_accumulation_steps: int = _f(1, "Micro-batches whose gradients are summed before one optimizer step.")
-    max_grad_norm: float | None = _f(1.0, "Clip gradients to this global norm; null = no clipping.")
-    grad_checkpoint: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+    optimizer: Literal["adamw", "adam", "sgd"] = _f("adamw", "Optimizer.", group="optimisation")
+    learning_rate: float = _f(1e-3, "Peak learning rate.", group="optimisation")
+    weight_decay: float = _f(0.0, "Decoupled weight decay (AdamW) or L2 (SGD).", group="optimisation")
+    lr_schedule: Literal["cosine", "linear", "constant"] = _f("cosine", "Decay after warmup.", group="optimisation")
+    warmup_steps: int = _f(
+        0, "Linear warmup from 0 to learning_rate over this many optimizer steps.", group="optimisation"
+    )
+    min_learning_rate: float = _f(0.0, "Learning rate at the end of a cosine or linear decay.", group="optimisation")
+    batch_size: int = _f(
+        8, "Sequences per step (the global batch; split across hosts when distributed).", group="optimisation"
+    )
+    grad_accumulation_steps: int = _f(
+        1, "Micro-batches whose gradients are summed before one optimizer step.", group="optimisation"
+    )
+    max_grad_norm: float | None = _f(
+        1.0, "Clip gradients to this global norm; null = no clipping.", group="optimisation"
+    )
+    grad_checkpoint: bool = _f(
+        False, "Recompute activations in the backward pass to save memory.", group="optimisation"
+    )
 
     # Length
-    iters: int = _f(200, "Optimizer steps to train for (ignored when epochs is set).")
-    epochs: float | None = _f(None, "Passes over the training set; overrides iters when set.")
+    iters: int = _f(200, "Optimizer steps to train for (ignored when epochs is set).", group="length")
+    epochs: float | None = _f(None, "Passes over the training set; overrides iters when set.", group="length")
 
     # Reporting, evaluation, checkpoints
-    steps_per_report: int = _f(10, "Steps between training-loss reports.")
-    steps_per_eval: int = _f(50, "Steps between validation evaluations (one also runs first and last).")
-    val_batches: int = _f(-1, "Validation batches per evaluation; -1 = the whole validation set.")
-    save_every: int = _f(100, "Steps between checkpoints (one is also saved at the end).")
-    keep_last: int = _f(2, "Checkpoints kept besides the best one.")
-    early_stopping: EarlyStopping = _f(EarlyStopping(), "When to stop before the planned length.")
+    steps_per_report: int = _f(10, "Steps between training-loss reports.", group="length")
+    steps_per_eval: int = _f(50, "Steps between validation evaluations (one also runs first and last).", group="length")
+    val_batches: int = _f(-1, "Validation batches per evaluation; -1 = the whole validation set.", group="length")
+    save_every: int = _f(100, "Steps between checkpoints (one is also saved at the end).", group="checkpoints")
+    keep_last: int = _f(2, "Checkpoints kept besides the best one.", group="checkpoints")
+    early_stopping: EarlyStopping = _f(
+        EarlyStopping(), "When to stop before the planned length.", group="early_stopping"
+    )
 
     # Reproducibility and placement
-    seed: int = _f(0, "Seed for initialisation, data order and dropout.")
-    output_dir: str = _f("runs", "Parent folder of run folders (relative paths: project home).")
-    run_name: str | None = _f(None, "Run folder name; null = <timestamp>-<train_type>-<model>.")
+    seed: int = _f(0, "Seed for initialisation, data order and dropout.", group="run")
+    output_dir: str = _f("runs", "Parent folder of run folders (relative paths: project home).", group="run")
+    run_name: str | None = _f(None, "Run folder name; null = <timestamp>-<train_type>-<model>.", group="run")
     hosts: list[str] | None = _f(
         None,
         "IP addresses for data-parallel training via mlx.launch (repeat one for several ranks); null = one process.",
+        group="distributed",
     )
-    hostfile: str | None = _f(None, "An mlx.launch hostfile (JSON) instead of hosts.")
-    distributed_backend: Literal["ring", "mpi"] = _f("ring", "mlx.launch backend: ring (TCP, default) or mpi.")
+    hostfile: str | None = _f(None, "An mlx.launch hostfile (JSON) instead of hosts.", group="distributed")
+    distributed_backend: Literal["ring", "mpi"] = _f(
+        "ring", "mlx.launch backend: ring (TCP, default) or mpi.", group="distributed"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -387,6 +413,20 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 def dump_yaml(cfg: TrainConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def field_groups(cls: type = TrainConfig) -> dict[str, str]:
+    """Dotted key → the form group its top-level field names (nested keys take their parent's); "other"
+    for a field that names none, so a new key still gets a widget."""
+    out: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        group = f.metadata.get("group", "other")
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update({f"{f.name}.{k}": group for k in field_help(hints[f.name])})
+        else:
+            out[f.name] = group
+    return out
 
 
 def field_help(cls: type = TrainConfig) -> dict[str, str]:

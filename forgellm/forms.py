@@ -1,50 +1,66 @@
 """The Training form ↔ the config tree, without Gradio.
 
-The form is one list, `FORM_FIELDS`: the Training tab builds one widget per entry (its kind, help
-text and choices come from the `TrainConfig` field), handlers receive values in this order, and
-`build_overrides` turns what changed into `key=value` overrides. Adding a field is one line here.
+Every leaf key of `TrainConfig` is a form field (`FORM_FIELDS`), in the group its config field names
+(`config.field_groups`), with a widget kind derived from its type (`widget_kind`): adding a key to the
+config tree adds its widget, help text and choices to the app with no UI code. Handlers receive values
+in `FORM_KEYS` order; `build_overrides` turns what changed into `key=value` overrides; `save_config`
+writes the form as a YAML file in configs/; `run_config` reads a past run's config back into the form.
 """
 
 from __future__ import annotations
 
 import json
+import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from . import choices, config
+from . import choices, config, paths, runs
+from .atomic import write_text
 from .config import TrainConfig
+from .errors import ForgeError
+
+
+@dataclass(frozen=True)
+class FormGroup:
+    name: str  # as in the config fields' `group` metadata
+    title: str
+    open: bool  # rarely used groups start collapsed
+
+
+GROUPS: tuple[FormGroup, ...] = (
+    FormGroup("run", "Run: name, seed, folder", True),
+    FormGroup("model", "Model and method", True),
+    FormGroup("data", "Data and mixing", True),
+    FormGroup("optimisation", "Optimisation and schedule", True),
+    FormGroup("length", "Length and evaluation", True),
+    FormGroup("early_stopping", "Early stopping", False),
+    FormGroup("checkpoints", "Checkpoints", False),
+    FormGroup("distributed", "Distributed (several processes or machines)", False),
+    FormGroup("other", "Other settings", False),
+)
 
 
 @dataclass(frozen=True)
 class FormField:
     key: str  # dotted TrainConfig key
-    row: int  # layout row in the Training tab
-    label: str | None = None  # defaults to the key
+    group: str
 
     @property
     def title(self) -> str:
-        return self.label or self.key
+        return self.key
 
 
-FORM_FIELDS: tuple[FormField, ...] = (
-    FormField("model", 0),
-    FormField("data", 0),
-    FormField("train_type", 1),
-    FormField("fine_tune_type", 1),
-    FormField("iters", 2),
-    FormField("batch_size", 2),
-    FormField("learning_rate", 2),
-    FormField("max_seq_length", 2),
-    FormField("lora_parameters.rank", 3, "LoRA rank"),
-    FormField("val_fraction", 3),
-    FormField("steps_per_eval", 3),
-    FormField("save_every", 3),
-    FormField("seed", 3),
-)
+FORM_FIELDS: tuple[FormField, ...] = tuple(FormField(key, group) for key, group in config.field_groups().items())
 FORM_KEYS: tuple[str, ...] = tuple(f.key for f in FORM_FIELDS)
+# Keys holding paths the app may only point inside dataset/ (the form cannot reach other folders).
+DATASET_PATH_KEYS = ("data", "mixture.general")
+
+
+def fields_of(group: str) -> list[FormField]:
+    return [f for f in FORM_FIELDS if f.group == group]
 
 
 def load_base(choice: str | None) -> TrainConfig:
@@ -67,36 +83,99 @@ def key_type(key: str) -> Any:
     return tp
 
 
+def _without_none(tp: Any) -> tuple[Any, bool]:
+    """`float | None` → (float, True); `str | list[str]` stays as it is."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        optional = len(options) < len(get_args(tp))
+        return (options[0] if len(options) == 1 else tp), optional
+    return tp, False
+
+
+def is_optional(key: str) -> bool:
+    """An empty widget means null for this key (rather than a problem)."""
+    return _without_none(key_type(key))[1]
+
+
+def widget_kind(key: str) -> str:
+    """How the form shows a key: model, paths (several dataset paths), path (one dataset path), choice,
+    bool, int, float, list (comma-separated text) or text."""
+    if key == "model":
+        return "model"
+    if key == "data":
+        return "paths"
+    if key in DATASET_PATH_KEYS:
+        return "path"
+    tp, _ = _without_none(key_type(key))
+    if get_origin(tp) is Literal:
+        return "choice"
+    if get_origin(tp) is list:
+        return "list"
+    return {bool: "bool", int: "int", float: "float"}.get(tp, "text")
+
+
 def literal_choices(key: str) -> list[str]:
     """The allowed values of a Literal-typed key, straight from the config tree (no second list)."""
-    tp = key_type(key)
+    tp, _ = _without_none(key_type(key))
     if get_origin(tp) is not Literal:
         raise TypeError(f"{key} is not a Literal field")
     return list(get_args(tp))
 
 
-def form_values(cfg: TrainConfig) -> list[Any]:
-    """The form's values for `cfg`, in FORM_KEYS order."""
-    return [get_key(cfg, key) for key in FORM_KEYS]
-
-
-def _normalise(value: Any, like: Any) -> Any:
-    """Undo widget typing (a Number gives 8.0 for an int field, a Textbox gives ' x ')."""
-    if isinstance(value, str):
-        value = value.strip()
-    if isinstance(like, int) and not isinstance(like, bool) and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+def to_widget(key: str, value: Any) -> Any:
+    """A config value as its widget shows it (a list as comma-separated text, null as empty)."""
+    kind = widget_kind(key)
+    if kind == "paths":
+        return choices.as_path_list(value)
+    if kind == "list":
+        return ", ".join(value) if value else ""
+    if kind == "text" and value is None:
+        return ""
     return value
 
 
-def _data_value(value: Any) -> Any:
-    """The multi-select's list back to a config value: one path stays a string."""
-    items = [v.strip() for v in choices.as_path_list(value) if isinstance(v, str) and v.strip()]
-    if not items:
+def form_values(cfg: TrainConfig) -> list[Any]:
+    """The form's widget values for `cfg`, in FORM_KEYS order."""
+    return [to_widget(key, get_key(cfg, key)) for key in FORM_KEYS]
+
+
+def from_widget(key: str, value: Any, like: Any) -> Any:
+    """A widget's value back to a config value; `like` is the current config value (for number types).
+
+    Undoes widget typing (a Number gives 8.0 for an int field, a Textbox gives ' x '); an emptied field of
+    an optional key is null, of any other key stays empty so validation reports it.
+    """
+    kind = widget_kind(key)
+    if kind == "paths":
+        items = [v.strip() for v in choices.as_path_list(value) if isinstance(v, str) and v.strip()]
+        return None if not items else items[0] if len(items) == 1 else items
+    if isinstance(value, str):
+        value = value.strip()
+    if kind == "list":
+        items = [v.strip() for v in (value or "").split(",") if v.strip()]
+        return items or None
+    if value in ("", None) and is_optional(key):
         return None
-    return items[0] if len(items) == 1 else items
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(like, int) and not isinstance(like, bool) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _check_reachable(key: str, value: Any) -> None:
+    """A changed path must stay inside the project's folders (the UI reaches nothing else)."""
+    if key in DATASET_PATH_KEYS and value is not None:
+        choices.require_dataset_paths(value)
+    if key == "model":
+        choices.check_model_choice(value)
+    if key == "hostfile" and value is not None:
+        path = Path(value)
+        path = path if path.is_absolute() else paths.PROJECT_ROOT / path
+        if not path.resolve().is_relative_to(paths.PROJECT_ROOT.resolve()):
+            raise ForgeError(f"{value!r} is outside the project folder", "hostfile", "put the hostfile in configs/")
 
 
 def build_overrides(base: TrainConfig, values: Mapping[str, Any]) -> list[str]:
@@ -109,24 +188,22 @@ def build_overrides(base: TrainConfig, values: Mapping[str, Any]) -> list[str]:
     Returns:
         Overrides for `config.load(path, overrides)`, in FORM_KEYS order. Values are written as JSON
         (valid YAML that quotes strings, so a model named `123` stays a string). An emptied field
-        becomes `key=null`, which validation reports instead of silently using a default.
+        becomes `key=null`: null for an optional key, reported by validation for any other.
 
     Raises:
-        ForgeError: when `data` was changed to a path outside dataset/, or `model` to a path outside
-            the project (a path in the YAML file itself is left alone).
+        ForgeError: when a dataset path (`data`, `mixture.general`) was changed to a path outside
+            dataset/, `model` to a path outside the project, or `hostfile` to a file outside it (a path
+            in the YAML file itself is left alone).
     """
     overrides = []
     for key in FORM_KEYS:
         if key not in values:
             continue
         old = get_key(base, key)
-        new = _normalise(_data_value(values[key]) if key == "data" else values[key], old)
+        new = from_widget(key, values[key], old)
         if new == old:
             continue
-        if key == "data":
-            choices.require_dataset_paths(new)
-        if key == "model":
-            choices.check_model_choice(new)
+        _check_reachable(key, new)
         overrides.append(f"{key}={json.dumps(new)}")
     return overrides
 
@@ -136,3 +213,41 @@ def form_config(choice: str | None, values: Mapping[str, Any]) -> tuple[Path | N
     path = choices.config_path(choice)
     overrides = build_overrides(config.load(path), values)
     return path, overrides, config.load(path, overrides)
+
+
+# ---- configs in and out ------------------------------------------------------------------------------
+
+
+def config_file_for(name: str) -> Path:
+    """configs/<name>.yaml for a plain name typed in the app (no folders, no leading dot)."""
+    name = (name or "").strip()
+    stem = name[:-5] if name.endswith(".yaml") else name[:-4] if name.endswith(".yml") else name
+    if not stem or stem.startswith(".") or any(c in stem for c in "/\\\0:") or stem in (".", ".."):
+        raise ForgeError(
+            f"{name!r} is not a plain file name",
+            "config name",
+            "type a name such as my-run (saved as configs/my-run.yaml)",
+        )
+    return choices.CONFIGS_DIR / f"{stem}.yaml"
+
+
+def save_config(cfg: TrainConfig, name: str, overwrite: bool = False, based_on: str | None = None) -> Path:
+    """Write `cfg` (every key) to configs/<name>.yaml; an existing file only with `overwrite`."""
+    path = config_file_for(name)
+    if path.exists() and not overwrite:
+        raise ForgeError(
+            f"{path.name} already exists in configs/", str(path), "choose another name, or tick overwrite to replace it"
+        )
+    header = f"# Written by ForgeLLM's Training tab{f' from {based_on}' if based_on else ''}.\n"
+    write_text(path, header + config.dump_yaml(cfg))
+    return path
+
+
+def run_config(run_dir: Path, base: TrainConfig) -> TrainConfig:
+    """A past run's config for the form: what it trained with, except where it went (its folder name and
+    output folder come from `base`, so Start makes a new run instead of colliding with the old one)."""
+    path = Path(run_dir) / runs.CONFIG_FILE
+    if not path.is_file():
+        raise ForgeError("the run has no config.yaml", str(run_dir), "pick another run")
+    cfg = config.load(path)
+    return replace(cfg, run_name=base.run_name, output_dir=base.output_dir)

@@ -110,19 +110,99 @@ def test_timer_sits_outside_the_tabs(app_config):
     assert by_type["timer"] in ids_under(app_config["layout"]) and by_type["timer"] not in ids_under(tabs)
 
 
-def test_training_form_widgets_follow_form_keys():
+def test_training_form_has_every_config_key_grouped_from_the_config_tree():
+    """Every leaf key of TrainConfig has a widget showing the chosen config's value, in the group its config
+    field names; widget kinds, help and choices come from the tree (a new key needs no UI code)."""
     import gradio as gr
 
     from forgellm.ui import training
 
     with gr.Blocks() as demo:
         tab = training.build(gr.Timer(), demo)
-    assert len(tab.form()) == len(forms.FORM_KEYS)
+    leaves = [k for k in field_help() if not any(other.startswith(k + ".") for other in field_help())]
+    assert list(forms.FORM_KEYS) == leaves and len(leaves) >= 40
+    assert {"run_name", "mixture.ratio", "early_stopping.overfit_threshold", "lr_schedule", "hosts"} <= set(leaves)
+    base = forms.load_base(tab.config.value)
     for widget, key in zip(tab.form(), forms.FORM_KEYS, strict=True):
-        assert key in field_help()
-        assert widget.label in (key, "LoRA rank")
-        expected = forms.get_key(forms.load_base(tab.config.value), key)
-        assert widget.value == (choices.as_path_list(expected) if key == "data" else expected)  # data: a multi-select
+        assert widget.label == key and widget.info.startswith(field_help()[key][:20])
+        assert widget.value == forms.to_widget(key, forms.get_key(base, key))
+    kinds = {key: type(tab.fields[key]).__name__ for key in forms.FORM_KEYS}
+    assert kinds["lr_schedule"] == "Radio" and tab.fields["lr_schedule"].choices == [
+        (c, c) for c in ("cosine", "linear", "constant")
+    ]
+    assert kinds["grad_checkpoint"] == "Checkbox" and kinds["epochs"] == "Number" and kinds["hosts"] == "Textbox"
+    assert kinds["mixture.general"] == "Dropdown" and tab.fields["data"].multiselect
+    assert {f.group for f in forms.FORM_FIELDS} <= {g.name for g in forms.GROUPS}
+    assert [g.name for g in forms.GROUPS if not g.open] == ["early_stopping", "checkpoints", "distributed", "other"]
+
+
+def test_every_key_round_trips_through_the_form(tmp_path):
+    """A config with every key changed from its default fills the form and comes back identical."""
+    cfg = TrainConfig(
+        model="smollm2-135m-instruct", train_type="ift", fine_tune_type="dora", num_layers=4,
+        lora_parameters=config.LoraParameters(
+            rank=4, scale=10.0, dropout=0.05, keys=["self_attn.q_proj", "self_attn.v_proj"]
+        ),
+        data=["dataset/beekeeping/handbook", "dataset/general"], text_field="body", val_fraction=0.2,
+        max_seq_length=128, mixture=config.Mixture(general="dataset/general", ratio=0.7), mask_prompt=False,
+        overlong="truncate", optimizer="sgd", learning_rate=2e-4, weight_decay=0.01, lr_schedule="linear",
+        warmup_steps=5, min_learning_rate=1e-5, batch_size=2, grad_accumulation_steps=3, max_grad_norm=None,
+        grad_checkpoint=True, iters=30, epochs=1.5, steps_per_report=2, steps_per_eval=5, val_batches=3,
+        save_every=7, keep_last=3,
+        early_stopping=config.EarlyStopping(patience=2, min_delta=0.01, overfit_threshold=0.2),
+        seed=9, output_dir="runs", run_name="my-run", hosts=["127.0.0.1", "127.0.0.1"], hostfile=None,
+        distributed_backend="mpi",
+    )  # fmt: skip
+    changed = {k for k in forms.FORM_KEYS if forms.get_key(cfg, k) != forms.get_key(TrainConfig(), k)}
+    assert changed == set(forms.FORM_KEYS) - {"output_dir", "hostfile", "trust_remote_code"}
+    values = dict(zip(forms.FORM_KEYS, forms.form_values(cfg), strict=True))
+    assert values["hosts"] == "127.0.0.1, 127.0.0.1" and values["max_grad_norm"] is None
+    overrides = forms.build_overrides(TrainConfig(), values)
+    assert config.load(None, overrides) == cfg
+
+
+def test_optional_fields_empty_to_null_and_lists_from_text():
+    base = TrainConfig(epochs=2.0, run_name="named", lora_parameters=config.LoraParameters(keys=["a"]))
+    values = form_dict(base, epochs=None, run_name="  ", lora_parameters__keys=" self_attn.q_proj ,, mlp.up_proj ")
+    overrides = forms.build_overrides(base, values)
+    cfg = config.load(None, [*(f"{k}={v}" for k, v in [("epochs", 2.0), ("run_name", "named")]), *overrides])
+    assert (
+        cfg.epochs is None and cfg.run_name is None and cfg.lora_parameters.keys == ["self_attn.q_proj", "mlp.up_proj"]
+    )
+    with pytest.raises(ForgeError, match="not a folder or file under dataset/"):
+        forms.build_overrides(base, form_dict(base, mixture__general="/etc"))
+    with pytest.raises(ForgeError, match="outside the project folder"):
+        forms.build_overrides(base, form_dict(base, hostfile="/etc/hosts"))
+
+
+def test_save_as_config_writes_every_key_and_never_overwrites_unasked(monkeypatch, tmp_path):
+    monkeypatch.setattr(choices, "CONFIGS_DIR", tmp_path)
+    cfg = TrainConfig(iters=33, mixture=config.Mixture(general="dataset/general", ratio=0.6))
+    path = forms.save_config(cfg, "mine", based_on="configs/cpt-tiny.yaml")
+    assert path == tmp_path / "mine.yaml" and config.load(path) == cfg
+    assert path.read_text().startswith("# Written by ForgeLLM's Training tab from configs/cpt-tiny.yaml")
+    with pytest.raises(ForgeError, match="already exists"):
+        forms.save_config(TrainConfig(), "mine.yaml")
+    assert config.load(path) == cfg  # untouched
+    forms.save_config(TrainConfig(), "mine", overwrite=True)
+    assert config.load(path) == TrainConfig()
+    for bad in ("../x", "a/b", ".hidden", "", "   "):
+        with pytest.raises(ForgeError, match="plain file name"):
+            forms.save_config(cfg, bad)
+
+
+def test_a_past_run_refills_the_form_without_its_name_or_folder(tmp_path):
+    run_dir = tmp_path / "old-run"
+    run_dir.mkdir()
+    old = TrainConfig(iters=12, learning_rate=5e-4, run_name="old-run", output_dir=str(tmp_path))
+    (run_dir / runs.CONFIG_FILE).write_text(config.dump_yaml(old))
+    base = TrainConfig()
+    cfg = forms.run_config(run_dir, base)
+    assert (cfg.iters, cfg.learning_rate) == (12, 5e-4) and cfg.run_name is None and cfg.output_dir == "runs"
+    overrides = forms.build_overrides(base, dict(zip(forms.FORM_KEYS, forms.form_values(cfg), strict=True)))
+    assert sorted(o.split("=")[0] for o in overrides) == ["iters", "learning_rate"]
+    with pytest.raises(ForgeError, match="no config.yaml"):
+        forms.run_config(tmp_path, base)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,16 +227,16 @@ def test_only_changed_values_become_overrides_and_round_trip(tmp_path):
         lora_parameters__rank=16,
         model="123",
         train_type="ift",
-        data="dataset/instructions",
+        data=["dataset/instructions"],  # the multi-select's value
     )
     overrides = forms.build_overrides(base, values)
-    assert [o.split("=")[0] for o in overrides] == [
+    assert [o.split("=")[0] for o in overrides] == [  # in the config tree's order
         "model",
-        "data",
         "train_type",
-        "iters",
-        "learning_rate",
         "lora_parameters.rank",
+        "data",
+        "learning_rate",
+        "iters",
     ]
     loaded = config.load(yaml_file, overrides)
     assert dict(zip(forms.FORM_KEYS, forms.form_values(loaded), strict=True)) == values
@@ -191,7 +271,7 @@ def test_emptied_or_invalid_fields_are_reported_not_defaulted():
 
 
 def test_form_keys_and_literal_choices_come_from_the_config_tree():
-    assert set(forms.FORM_KEYS) <= set(field_help())
+    assert set(forms.FORM_KEYS) <= set(field_help()) and set(forms.FORM_KEYS) == set(config.field_groups())
     assert forms.literal_choices("train_type") == ["cpt", "ift"]
     assert forms.key_type("lora_parameters.rank") is int
 
