@@ -205,6 +205,20 @@ def run_choices(with_checkpoints: bool = False, include: str | None = None) -> l
     return out
 
 
+def runs_signature() -> tuple[tuple[str, str, bool], ...]:
+    """(name, state, has a checkpoint) of every run: changes when a run starts, ends, gets its first
+    checkpoint or is deleted, which is when every run list in the app must be refreshed."""
+    return tuple(
+        (run.name, run.state, bool(runs.checkpoint_steps(run.path))) for run in runs.list_runs(paths.runs_dir())
+    )
+
+
+def newly_running(before: tuple | None, after: tuple) -> str | None:
+    """A run that is running now and was not running (or not there) before: the one to follow."""
+    was_running = {name for name, state, _ in before or () if state == "running"}
+    return next((name for name, state, _ in after if state == "running" and name not in was_running), None)
+
+
 def running_run() -> str | None:
     """The newest run whose trainer is alive (what the Training tab's Stop acts on by default)."""
     return next((run.name for run in runs.list_runs(paths.runs_dir()) if run.state == "running"), None)

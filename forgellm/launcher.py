@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,3 +172,39 @@ def require_running(run_dir: Path) -> int:
         state = runs.summarize(run_dir).state
         raise ForgeError(f"no trainer is running for this run (state: {state})", str(run_dir), "nothing to stop")
     return pid
+
+
+def delete_run(parent: Path, name: str) -> Path:
+    """Delete the run folder `name` directly under `parent` (the runs folder); returns the path deleted.
+
+    Only a real run folder made by ForgeLLM (status.json or config.yaml in it) that no trainer holds:
+    the folder's trainer lock is taken first, so a trainer cannot start in it meanwhile, and the folder is
+    renamed aside before it is removed, so it never shows half-deleted.
+
+    Raises:
+        ForgeError: for a name that is not a plain folder name (`..`, a path, hidden), a link, a folder
+            that is not a run, or a run that is being trained.
+    """
+    name = name or ""
+    if name in ("", ".", "..") or name.startswith(".") or any(c in name for c in ("/", "\\", "\0")):
+        raise ForgeError(f"{name!r} is not a run name", "run", "pick a run from the list")
+    parent = Path(parent).resolve()
+    run_dir = parent / name
+    if run_dir.is_symlink():
+        raise ForgeError(
+            "this run is a link, not a folder ForgeLLM made: left untouched", str(run_dir), "remove the link yourself"
+        )
+    if not run_dir.is_dir():
+        raise ForgeError("no such run", str(run_dir), "refresh the run list")
+    if not runs.is_run_dir(run_dir):
+        raise ForgeError("not a run folder (no status.json or config.yaml): left untouched", str(run_dir), "pick a run")
+    lock = claim(run_dir)  # refuses while a trainer writes the folder
+    try:
+        if trainer_pid(run_dir) is not None:  # alive but on a filesystem where the lock did not hold
+            raise ForgeError("this run is being trained right now", str(run_dir), "stop it first, then delete it")
+        doomed = parent / f".{name}.deleting-{os.getpid()}"
+        os.replace(run_dir, doomed)
+    finally:
+        lock.release()
+    shutil.rmtree(doomed)
+    return run_dir

@@ -17,6 +17,7 @@ from pathlib import Path
 from helpers import PROJECT_ROOT, run_cli
 
 from forgellm import config, launcher, procs, run_summary, runs
+from forgellm.errors import ForgeError
 
 # Small and fast: 64-token windows, 4 per batch, a report (and status update) every step, one
 # validation batch, validation only at the start and the end.
@@ -401,3 +402,58 @@ def test_readers_survive_torn_corrupt_and_old_files(tmp_path: Path) -> None:
     runs.write_status(old, status)  # written back, the unknown key survives
     assert json.loads((old / runs.STATUS_FILE).read_text())["legacy_key"] == 1
     assert runs.summarize(old).state == "completed"
+
+
+def test_delete_run_removes_only_idle_run_folders_under_the_runs_folder(tmp_path: Path) -> None:
+    """A finished run is deleted; a run whose folder lock a live process holds is refused and left intact;
+    `..`, a path, a hidden name, a link and a folder that is not a run are refused whatever they point at."""
+    parent = tmp_path / "runs"
+    finished, held, plain = parent / "finished", parent / "held", parent / "not-a-run"
+    for run_dir in (finished, held):
+        (run_dir / runs.CHECKPOINTS).mkdir(parents=True)
+        runs.write_status(run_dir, runs.RunStatus(state="completed", step=3))
+        (run_dir / runs.METRICS_FILE).write_text('{"step": 1, "split": "train", "loss": 2.0}\n')
+    plain.mkdir()
+    (plain / "notes.txt").write_text("mine")
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    runs.write_status(outside, runs.RunStatus(state="completed"))  # looks like a run, but is not under runs/
+    (parent / "link").symlink_to(outside)
+
+    assert launcher.delete_run(parent, "finished") == parent.resolve() / "finished"
+    assert not finished.exists() and sorted(p.name for p in parent.iterdir()) == ["held", "link", "not-a-run"]
+
+    holder = subprocess.Popen(  # a live process holding the folder's trainer lock, as a trainer does
+        [sys.executable, "-c", "import sys, time; from forgellm import procs; "
+         "lock = procs.FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
+         str(held / runs.LOCK_FILE)],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        try:
+            launcher.delete_run(parent, "held")
+            raise AssertionError("a held run was deleted")
+        except ForgeError as e:
+            assert "being trained right now" in e.message
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (held / runs.METRICS_FILE).is_file()
+
+    for name, expected in [
+        ("..", "is not a run name"),
+        ("../precious", "is not a run name"),
+        (str(outside), "is not a run name"),
+        (".hidden", "is not a run name"),
+        ("link", "is a link"),
+        ("not-a-run", "not a run folder"),
+        ("missing", "no such run"),
+    ]:
+        try:
+            launcher.delete_run(parent, name)
+            raise AssertionError(f"{name!r} was accepted")
+        except ForgeError as e:
+            assert expected in e.message, (name, e.message)
+    assert (outside / runs.STATUS_FILE).is_file() and (plain / "notes.txt").read_text() == "mine"
+    assert launcher.delete_run(parent, "held") and sorted(p.name for p in parent.iterdir()) == ["link", "not-a-run"]

@@ -604,3 +604,38 @@ def test_model_choice_never_reaches_outside_the_project(value: str) -> None:
 @pytest.mark.parametrize("value", ["tiny", "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "org/name"])
 def test_model_choice_accepts_builtins_and_hub_ids(value: str) -> None:
     assert choices.check_model_choice(value) == value
+
+
+def test_every_run_list_follows_the_runs_folder_without_a_reload():
+    """The app-wide tick refreshes the run lists of every tab only when the runs folder changed, follows a
+    run that starts running, and drops a deleted run."""
+    import os
+
+    import gradio as gr
+
+    from forgellm import launcher, procs
+    from forgellm.ui import _sync_run_lists
+
+    make_run("a-old")
+    first = _sync_run_lists(None, None, None, None, "none", None)
+    seen = first[0]
+    assert [name for name, *_ in seen] == ["a-old"] and first[3]["value"] == "a-old"
+    assert _sync_run_lists(seen, None, None, "a-old", "none", None) == [gr.skip()] * 6  # nothing changed: nothing sent
+
+    live = make_run("b-live", state="running", steps=())
+    status = json.loads((live / runs.STATUS_FILE).read_text())
+    status.update(pid=os.getpid(), pid_start=procs.process_start_time(os.getpid()), started_at="2026-01-02T00:00:00")
+    (live / runs.STATUS_FILE).write_text(json.dumps(status))  # "running", by this (alive) process
+    updates = _sync_run_lists(seen, None, None, "a-old", "none", None)
+    train_run, past_run, monitor_run, adapter, publish_run = updates[1:]
+    assert monitor_run["value"] == "b-live" and train_run["value"] == "b-live"  # the new run is followed
+    assert [c[1] for c in monitor_run["choices"]] == ["b-live", "a-old"]
+    assert [c[1] for c in publish_run["choices"]] == ["a-old"]  # no checkpoint yet: nothing to publish
+    assert [c[1] for c in adapter["choices"]] == ["none", "a-old"] and adapter["value"] == "none"
+
+    status["state"] = "completed"
+    (live / runs.STATUS_FILE).write_text(json.dumps(status))
+    launcher.delete_run(paths.runs_dir(), "a-old")
+    updates = _sync_run_lists(updates[0], "b-live", "a-old", "b-live", "a-old", "a-old")
+    assert [c[1] for c in updates[3]["choices"]] == ["b-live"] and updates[3]["value"] == "b-live"
+    assert updates[2]["value"] is None and updates[4]["value"] == "none" and updates[5]["value"] is None
