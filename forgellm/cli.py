@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--dir", type=Path, default=None, help="parent folder of runs (default: runs/)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
+
+    p = sub.add_parser("report", help="write a run's dashboard as HTML (works offline), a PNG loss chart and CSV")
+    p.add_argument("run", help="run name under runs/, or a run folder")
+    p.add_argument(
+        "--out", type=Path, required=True, help="a new or empty folder (an earlier report folder is replaced)"
+    )
+
+    p = sub.add_parser("compare", help="compare runs: best validation loss, speed, duration and config differences")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run names under runs/, or run folders")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
     p = sub.add_parser("data", help="prepare the data of a config and print the report")
     p.add_argument("config", type=Path)
@@ -187,14 +198,42 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from .dashboard import run_listing
     from .paths import runs_dir
     from .runs import list_runs
 
-    for run in list_runs(args.dir or runs_dir()):
+    listed = list_runs(args.dir or runs_dir())
+    if args.json:
+        print(json.dumps([run_listing(run) for run in listed], indent=2))
+        return 0
+    for run in listed:
         status = run.status
         best = f"{status.best_val_loss:.4f}" if status.best_val_loss is not None else "-"
         progress = f"{status.step}/{status.total_steps or '?'}"
         print(f"{run.name:<48} {run.state:<14} {progress:<12} best val {best}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .dashboard import find_run
+    from .report import export_report
+
+    for path in export_report(find_run(args.run), args.out):
+        print(path)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from .dashboard import compare_runs, find_run
+
+    if len(args.runs) < 2:
+        raise ForgeError("compare needs at least two runs", "compare", "name two or more runs (see `forgellm runs`)")
+    comparison = compare_runs([find_run(run) for run in args.runs])
+    print(json.dumps(comparison.to_dict(), indent=2) if args.json else comparison.to_text())
     return 0
 
 
@@ -435,6 +474,8 @@ COMMANDS = {
     "train": cmd_train,
     "stop": cmd_stop,
     "runs": cmd_runs,
+    "report": cmd_report,
+    "compare": cmd_compare,
     "data": cmd_data,
     "generate": cmd_generate,
     "eval": cmd_eval,

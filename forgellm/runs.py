@@ -169,7 +169,8 @@ def record_to_dict(record: MetricRecord) -> dict[str, Any]:
 
 def record_from_dict(data: dict[str, Any]) -> MetricRecord | None:
     """A metrics.jsonl object as a typed record; None for a line this version cannot use."""
-    cls = _RECORD_TYPES.get(data.get("split"))  # type: ignore[arg-type]
+    split = data.get("split")
+    cls = _RECORD_TYPES.get(split) if isinstance(split, str) else None  # a hand-edited line may hold anything
     if cls is None:
         return None
     names = {f.name for f in dataclasses.fields(cls)}

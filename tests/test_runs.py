@@ -90,3 +90,14 @@ def test_a_replaceable_folder_needs_its_marker(tmp_path: Path) -> None:
     with atomic.atomic_folder(mine, replace_marker="forgellm_fuse.json") as tmp:
         (tmp / "forgellm_fuse.json").write_text('{"new": true}')
     assert json.loads((mine / "forgellm_fuse.json").read_text()) == {"new": True}
+
+
+def test_read_metrics_skips_lines_of_any_shape(tmp_path: Path) -> None:
+    """A hand-edited metrics line whose split is a list or a mapping is skipped, not a crash."""
+    lines = [
+        '{"split": [], "step": 1, "loss": 1.0}',
+        '{"split": {}, "step": 2}',
+        '{"step": 3, "split": "train", "loss": 2.5}',
+    ]
+    (tmp_path / runs.METRICS_FILE).write_text("\n".join(lines) + "\n")
+    assert [(r.split, r.step, r.loss) for r in runs.read_metrics(tmp_path)] == [("train", 3, 2.5)]

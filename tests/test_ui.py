@@ -434,15 +434,57 @@ def test_monitoring_refresh_is_cheap_and_silent():
 
     from forgellm.ui import monitoring
 
-    assert monitoring._show(None, None) == [gr.skip()] * 5
+    count = 3 + 4 + 3 * monitoring.BEST_SHOWN + 3  # status, cards, warnings, 4 charts, best rows, steps, log, seen
+    assert monitoring._show(None, None) == [gr.skip()] * count
     run_dir = make_run("watched")
-    status, loss, throughput, log, seen = monitoring._show("watched", None)
-    assert "completed" in status and len(loss.data) == 3 and log.splitlines()[-1] == "line 99"
+    out = monitoring._show("watched", None)
+    status, cards, warnings, loss, perplexity, lr, throughput = out[:7]
+    best, steps, log, seen = out[7:-3], out[-3], out[-2], out[-1]
+    assert "completed" in status and "20 / 20" in cards and "100%" in cards
+    assert {t.name for t in loss.data} >= {"train", "validation"} and log.splitlines()[-1] == "line 99"
     assert len(log.splitlines()) == monitoring.LOG_LINES
-    assert monitoring._show("watched", seen) == [gr.skip()] * 5  # nothing changed: nothing sent
+    assert steps == [10] and "step 10" in best[0]["value"] and best[1]["visible"] and not best[3]["visible"]
+    assert monitoring._show("watched", seen) == [gr.skip()] * count  # nothing changed: nothing sent
     with open(run_dir / runs.METRICS_FILE, "a") as f:
         f.write(json.dumps({"step": 21, "split": "train", "loss": 1.0}) + "\n")
     assert monitoring._show("watched", seen)[0] != gr.skip()
+    assert monitoring._show("watched", seen, True, 0.6)[3].layout.yaxis.type == "log"  # the log-scale toggle
+
+
+def test_best_checkpoint_buttons_open_chat_and_publishing_with_the_step_chosen():
+    from forgellm import ui
+
+    make_run("ranked", steps=(10, 20))
+    tabs, model, adapter, checkpoint = ui._open_in_chat(0, "ranked", [10])
+    assert tabs.selected == "chat" and model["value"] == "tiny" and adapter["value"] == "ranked"
+    assert checkpoint["value"] == "10" and "20" in checkpoint["choices"]
+    tabs, run, checkpoint, name = ui._open_in_publishing(0, "ranked", [10])
+    assert tabs.selected == "publishing" and run["value"] == "ranked" and checkpoint["value"] == "10"
+    assert name == "ranked-step10-fused"
+
+
+def test_monitoring_compares_exports_and_deletes_runs(home):
+    from forgellm.ui import monitoring
+
+    make_run("one")
+    two = make_run("two")
+    (two / runs.CONFIG_FILE).write_text("model: tiny\ntrain_type: cpt\nlearning_rate: 0.01\n")
+    loss, perplexity, summary, config_diff = monitoring._compare(["one", "two"])
+    assert [t.name for t in loss.data][:2] == ["one", "two"] and [row[0] for row in summary["data"]] == ["one", "two"]
+    assert ["learning_rate", "(absent)", "0.01"] in config_diff["data"]
+    with pytest.warns(UserWarning, match="two or more"):
+        monitoring._compare(["one"])
+
+    files, message = monitoring._export("one")
+    assert sorted(Path(f).name for f in files) == ["loss.png", "metrics.csv", "report.html"]
+    assert all(Path(f).is_relative_to(home / "reports" / "one") for f in files) and "reports/one/" in message
+
+    with pytest.warns(UserWarning, match="tick the confirmation box"):
+        monitoring._delete("one", False)
+    assert (home / "runs" / "one").is_dir()
+    message, run_update, confirm = monitoring._delete("one", True)
+    assert "Deleted" in message and not (home / "runs" / "one").exists() and confirm is False
+    assert [c[1] for c in run_update["choices"]] == ["two"]
 
 
 def chat_inputs(message, history=(), model="tiny", adapter="none", max_tokens=20):
@@ -614,28 +656,32 @@ def test_every_run_list_follows_the_runs_folder_without_a_reload():
     import gradio as gr
 
     from forgellm import launcher, procs
-    from forgellm.ui import _sync_run_lists
+    from forgellm.ui import _sync_lists
+
+    def sync(seen, train_run=None, past_run=None, monitor_run=None, compared=(), adapter="none", publish_run=None):
+        return _sync_lists(seen, train_run, past_run, monitor_run, list(compared), adapter, publish_run, "tiny", None)
 
     make_run("a-old")
-    first = _sync_run_lists(None, None, None, None, "none", None)
+    first = sync(None)
     seen = first[0]
-    assert [name for name, *_ in seen] == ["a-old"] and first[3]["value"] == "a-old"
-    assert _sync_run_lists(seen, None, None, "a-old", "none", None) == [gr.skip()] * 6  # nothing changed: nothing sent
+    assert [name for name, *_ in seen[0]] == ["a-old"] and first[3]["value"] == "a-old"
+    assert sync(seen, monitor_run="a-old") == [gr.skip()] * 9  # nothing changed: nothing sent
 
     live = make_run("b-live", state="running", steps=())
     status = json.loads((live / runs.STATUS_FILE).read_text())
     status.update(pid=os.getpid(), pid_start=procs.process_start_time(os.getpid()), started_at="2026-01-02T00:00:00")
     (live / runs.STATUS_FILE).write_text(json.dumps(status))  # "running", by this (alive) process
-    updates = _sync_run_lists(seen, None, None, "a-old", "none", None)
-    train_run, past_run, monitor_run, adapter, publish_run = updates[1:]
+    updates = sync(seen, monitor_run="a-old", compared=["a-old"])
+    train_run, past_run, monitor_run, compared, adapter, publish_run = updates[1:7]
     assert monitor_run["value"] == "b-live" and train_run["value"] == "b-live"  # the new run is followed
-    assert [c[1] for c in monitor_run["choices"]] == ["b-live", "a-old"]
+    assert [c[1] for c in monitor_run["choices"]] == ["b-live", "a-old"] and compared["value"] == ["a-old"]
     assert [c[1] for c in publish_run["choices"]] == ["a-old"]  # no checkpoint yet: nothing to publish
     assert [c[1] for c in adapter["choices"]] == ["none", "a-old"] and adapter["value"] == "none"
 
     status["state"] = "completed"
     (live / runs.STATUS_FILE).write_text(json.dumps(status))
     launcher.delete_run(paths.runs_dir(), "a-old")
-    updates = _sync_run_lists(updates[0], "b-live", "a-old", "b-live", "a-old", "a-old")
+    updates = sync(updates[0], "b-live", "a-old", "b-live", ["a-old", "b-live"], "a-old", "a-old")
     assert [c[1] for c in updates[3]["choices"]] == ["b-live"] and updates[3]["value"] == "b-live"
-    assert updates[2]["value"] is None and updates[4]["value"] == "none" and updates[5]["value"] is None
+    assert updates[2]["value"] is None and updates[5]["value"] == "none" and updates[6]["value"] is None
+    assert updates[4]["value"] == ["b-live"]  # a deleted run leaves the comparison

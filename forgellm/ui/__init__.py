@@ -7,6 +7,7 @@ files (configs, run and model lists) and loads no model.
 
 from __future__ import annotations
 
+import functools
 import os
 
 # Gradio's analytics start non-daemon threads that can hang a firewalled machine at exit; set these
@@ -17,6 +18,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from .. import choices  # noqa: E402
+from ..publish import workflow  # noqa: E402
 from . import chat, dataset, models, monitoring, publishing, training  # noqa: E402
 from .common import CSS, choices_update  # noqa: E402
 
@@ -32,45 +34,97 @@ def build_app() -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\nContinued pre-training and instruction tuning with MLX: train, watch, chat, publish.")
         # Outside gr.Tabs: a timer inside a tab that was never opened does not tick.
         timer = gr.Timer(REFRESH_SECONDS)
-        with gr.Tabs():
-            with gr.Tab("Training"):
+        with gr.Tabs() as tabs:
+            with gr.Tab("Training", id="training"):
                 train_tab = training.build(timer, demo)
-            with gr.Tab("Dataset"):
+            with gr.Tab("Dataset", id="dataset"):
                 dataset.build(demo, train_tab)
-            with gr.Tab("Monitoring"):
+            with gr.Tab("Monitoring", id="monitoring"):
                 monitor_tab = monitoring.build(timer, demo)
-            with gr.Tab("Chat"):
+            with gr.Tab("Chat", id="chat"):
                 chat_tab = chat.build(demo)
-            with gr.Tab("Publishing"):
+            with gr.Tab("Publishing", id="publishing"):
                 publish_tab = publishing.build(demo)
-            with gr.Tab("Models"):
+            with gr.Tab("Models", id="models"):
                 models.build(demo)
         # Monitoring follows the Training tab's current run (e.g. the one just started).
         train_tab.run.change(monitoring.follow_run, train_tab.run, monitor_tab.run)
         # Every run list, in every tab, follows the runs folder: a run started (here, by the CLI or in another
-        # browser), ended, checkpointed or deleted shows up within a timer tick, with no page reload.
-        lists = [train_tab.run, train_tab.past_run, monitor_tab.run, chat_tab.adapter, publish_tab.run]
+        # browser), ended, checkpointed or deleted shows up within a timer tick, with no page reload; so do
+        # new model folders (a fuse) in the Chat and Publishing pickers.
+        lists = [
+            train_tab.run, train_tab.past_run, monitor_tab.run, monitor_tab.compare_runs, chat_tab.adapter,
+            publish_tab.run, chat_tab.model, publish_tab.folder,
+        ]  # fmt: skip
         seen = gr.State(None)
-        timer.tick(_sync_run_lists, [seen, *lists], [seen, *lists], show_progress="hidden")
+        timer.tick(_sync_lists, [seen, *lists], [seen, *lists], show_progress="hidden")
+        _wire_best_checkpoints(tabs, monitor_tab, chat_tab, publish_tab)
     return demo
 
 
-def _sync_run_lists(
-    seen: tuple | None, train_run: str | None, past_run: str | None, monitor_run: str | None, adapter: str | None,
-    publish_run: str | None,
+def _sync_lists(
+    seen: tuple | None, train_run: str | None, past_run: str | None, monitor_run: str | None,
+    compared: list[str] | None, adapter: str | None, publish_run: str | None, chat_model: str | None,
+    folder: str | None,
 ) -> list:  # fmt: skip
-    """Fresh choices for every run list when the runs folder changed (nothing sent otherwise); a run that
-    just started running is selected in Monitoring (and as the Training tab's current run)."""
-    now = choices.runs_signature()
+    """Fresh choices for every run and model list when the runs or models folder changed (nothing sent
+    otherwise); a run that just started running is selected in Monitoring and as the current run."""
+    now = (choices.runs_signature(), tuple(workflow.publishable_folders()))
     if now == seen:
-        return [gr.skip()] * 6
-    follow = choices.newly_running(seen, now) if seen is not None else None
+        return [gr.skip()] * 9
+    follow = choices.newly_running(seen[0] if seen else None, now[0]) if seen is not None else None
     listed = choices.run_choices()
+    names = [name for _label, name in listed]
     return [
         now,
         choices_update(listed, choices.running_run(), keep=follow or train_run),
         choices_update(listed, None, keep=past_run),
         choices_update(listed, listed[0][1] if listed else None, keep=follow or monitor_run),
+        gr.update(choices=listed, value=[name for name in compared or [] if name in names]),
         choices_update(choices.adapter_choices(), choices.NO_ADAPTER, keep=adapter),
         choices_update(choices.run_choices(with_checkpoints=True), None, keep=publish_run),
+        gr.update(choices=choices.chat_model_choices(chat_model)),
+        choices_update(workflow.publishable_folders(), None, keep=folder),
+    ]
+
+
+def _wire_best_checkpoints(
+    tabs: gr.Tabs, monitor_tab: monitoring.MonitoringTab, chat_tab: chat.ChatTab, publish_tab: publishing.PublishingTab
+) -> None:
+    """Monitoring's **Chat with it** / **Publish it** open those tabs with the run and checkpoint chosen."""
+    for i, row in enumerate(monitor_tab.best):
+        row.chat.click(
+            functools.partial(_open_in_chat, i),
+            [monitor_tab.run, monitor_tab.best_steps],
+            [tabs, chat_tab.model, chat_tab.adapter, chat_tab.checkpoint],
+        )
+        row.publish.click(
+            functools.partial(_open_in_publishing, i),
+            [monitor_tab.run, monitor_tab.best_steps],
+            [tabs, publish_tab.run, publish_tab.checkpoint, publish_tab.name],
+        )
+
+
+def _open_in_chat(index: int, run_name: str | None, steps: list[int]) -> list:
+    if not run_name or index >= len(steps):
+        return [gr.skip()] * 4
+    base = choices.run_base_model(run_name)
+    checkpoints = choices.checkpoint_choices(run_name)
+    return [
+        gr.Tabs(selected="chat"),
+        gr.update(choices=choices.chat_model_choices(base), value=base) if base else gr.skip(),
+        choices_update(choices.adapter_choices(), choices.NO_ADAPTER, keep=run_name),
+        choices_update(checkpoints, None, keep=str(steps[index])),
+    ]
+
+
+def _open_in_publishing(index: int, run_name: str | None, steps: list[int]) -> list:
+    if not run_name or index >= len(steps):
+        return [gr.skip()] * 4
+    checkpoints = choices.checkpoint_choices(run_name)
+    return [
+        gr.Tabs(selected="publishing"),
+        choices_update(choices.run_choices(with_checkpoints=True), None, keep=run_name),
+        choices_update(checkpoints, None, keep=str(steps[index])),
+        f"{run_name}-step{steps[index]}-fused",
     ]

@@ -18,6 +18,12 @@ CSS = """
 #forge-log textarea, #forge-report textarea {
   font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px;
 }
+.forge-cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px; }
+.forge-card { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 6px 10px; }
+.forge-card-label { font-size: 12px; opacity: 0.7; }
+.forge-card-value { font-size: 16px; font-weight: 600; }
+.forge-progress { height: 10px; border-radius: 5px; background: var(--border-color-primary); overflow: hidden; }
+.forge-progress > div { height: 100%; background: var(--color-accent); }
 """
 
 # Textbox(autoscroll=True) does not follow programmatic updates, so scroll the log to its end after

@@ -121,7 +121,7 @@ def build(demo: gr.Blocks) -> PublishingTab:
         push_result,
     )
 
-    run.change(_run_changed, [run, name], [checkpoint, name])
+    run.change(_run_changed, [run, name, checkpoint], [checkpoint, name])
     fuse.click(_fuse, [run, checkpoint, name, dequantize], [result, folder])
     export.click(_export, [run, checkpoint], [result, folder])
     folder.change(_show_card, folder, card)
@@ -147,12 +147,13 @@ def _folders(select: str | None) -> Any:
 
 
 @guarded(lambda _error, *_inputs: [gr.update(choices=[], value=None), gr.skip()])
-def _run_changed(run_name: str | None, name: str) -> list[Any]:
-    """Offer the run's checkpoints and suggest `<run>-fused` as the folder name."""
+def _run_changed(run_name: str | None, name: str, checkpoint: str | None = None) -> list[Any]:
+    """Offer the run's checkpoints (keeping one already chosen, e.g. by Monitoring's **Publish it**) and
+    suggest `<run>-fused` as the folder name."""
     if not run_name:
         return [gr.update(choices=[], value=None), gr.skip()]
     steps = choices.checkpoint_choices(run_name)
-    return [gr.update(choices=steps, value=steps[0] if steps else None), f"{run_name}-fused"]
+    return [choices_update(steps, steps[0] if steps else None, keep=checkpoint), f"{run_name}-fused"]
 
 
 @guarded(lambda error, *_inputs: [error, gr.skip()])
@@ -165,7 +166,7 @@ def _fuse(run_name: str | None, checkpoint: str | None, name: str, dequantize: b
         f"Fused **{run_name}** (checkpoint {checkpoint or 'best'}) into `{path}`.\n\n"
         f"Round-trip check (reloaded as a user would, against base + adapter): "
         f"{check.summary() if check else 'not recorded'}.\n\n"
-        f"Chat with it by choosing **{out.name}** as the base model in the Chat tab (reload the page to list it)."
+        f"Chat with it by choosing **{out.name}** as the base model in the Chat tab."
     )
     return [text, _folders(out.name)]
 

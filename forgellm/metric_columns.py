@@ -1,0 +1,173 @@
+"""Metric records as numpy columns: what the charts, the dashboard cards and the health checks compute on.
+
+A long run logs 100,000 reports or more, and the Monitoring tab refreshes every 2 s: walking a list of
+dataclasses for every series of every figure would cost more than the refresh allows. So records become
+one float array per field, built once and grown in place as new records arrive (`ColumnBuilder`).
+
+Each split keeps each step once, in ascending order. A record for a step at or before the last one kept
+(a resumed run logging a step again) replaces that step and every later one, as `train --resume`
+truncates metrics.jsonl after its checkpoint. Fields a record does not report are NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .runs import MetricRecord
+
+TRAIN_FIELDS = ("loss", "lr", "tokens_per_sec", "trained_tokens", "peak_memory_gb", "epoch", "grad_norm", "elapsed_s")
+VAL_FIELDS = ("loss", "ppl", "val_time_s", "elapsed_s")
+
+
+def is_usable(record: object) -> bool:
+    """A record with a finite numeric step and a numeric loss (NaN included: a diverged run shows as such)."""
+    step = getattr(record, "step", None)
+    loss = getattr(record, "loss", None)
+    numbers = (int, float)
+    return (
+        isinstance(step, numbers)
+        and not isinstance(step, bool)
+        and math.isfinite(step)
+        and isinstance(loss, numbers)
+        and not isinstance(loss, bool)
+    )
+
+
+@dataclass(frozen=True)
+class SplitColumns:
+    """One split's records: `step` ascending and unique, and one float array per field aligned with it.
+
+    A snapshot: later records never change the arrays of a `SplitColumns` already handed out.
+    """
+
+    step: np.ndarray
+    values: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def __getitem__(self, field: str) -> np.ndarray:
+        return self.values[field]
+
+    def finite(self, field: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of the finite values of `field`."""
+        values = self.values[field]
+        keep = np.isfinite(values)
+        return self.step[keep], values[keep]
+
+    def last(self, field: str) -> tuple[int, float] | None:
+        """(step, value) of the last finite value of `field`, or None."""
+        steps, values = self.finite(field)
+        return (int(steps[-1]), float(values[-1])) if len(steps) else None
+
+
+@dataclass(frozen=True)
+class MetricColumns:
+    """A run's metrics as columns: `train` (TRAIN_FIELDS) and `val` (VAL_FIELDS)."""
+
+    train: SplitColumns
+    val: SplitColumns
+
+    @classmethod
+    def from_records(cls, records: Sequence[MetricRecord]) -> MetricColumns:
+        builder = ColumnBuilder()
+        builder.extend(records)
+        return builder.snapshot()
+
+    def is_empty(self) -> bool:
+        return len(self.train) == 0 and len(self.val) == 0
+
+
+def as_columns(records: Sequence[MetricRecord] | MetricColumns) -> MetricColumns:
+    """Columns as given, or built from records (as `runs.read_metrics` returns them)."""
+    return records if isinstance(records, MetricColumns) else MetricColumns.from_records(records)
+
+
+class _SplitBuilder:
+    """Growing arrays of one split; `snapshot()` hands out views that later appends never touch."""
+
+    def __init__(self, fields: tuple[str, ...]):
+        self.fields = fields
+        self._n = 0
+        self._step = np.empty(64, dtype=np.int64)
+        self._data = {f: np.empty(64) for f in fields}
+
+    def extend(self, records: Sequence[MetricRecord]) -> None:
+        if not records:
+            return
+        steps = np.array([int(r.step) for r in records], dtype=np.int64)
+        kept = _not_superseded(steps)
+        values = {f: _floats([getattr(r, f, None) for r in records])[kept] for f in self.fields}
+        # Rows at or after the batch's lowest step are superseded by it (a resume logging steps again).
+        start = int(np.searchsorted(self._step[: self._n], steps.min(), side="left"))
+        if start < self._n:
+            self._truncate(start)
+        self._append(steps[kept], values)
+
+    def _truncate(self, n: int) -> None:
+        # New buffers rather than overwriting in place: snapshots already handed out keep their data.
+        self._step = self._step[:n].copy()
+        self._data = {f: a[:n].copy() for f, a in self._data.items()}
+        self._n = n
+
+    def _append(self, steps: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        end = self._n + len(steps)
+        if end > len(self._step):
+            capacity = max(end, 2 * len(self._step))  # doubling: appending row by row stays linear overall
+            self._step = _grown(self._step, self._n, capacity)
+            self._data = {f: _grown(a, self._n, capacity) for f, a in self._data.items()}
+        self._step[self._n : end] = steps
+        for f in self.fields:
+            self._data[f][self._n : end] = values[f]
+        self._n = end
+
+    def snapshot(self) -> SplitColumns:
+        return SplitColumns(self._step[: self._n], {f: a[: self._n] for f, a in self._data.items()})
+
+
+class ColumnBuilder:
+    """Metric records appended in file order, kept as columns (see the module docstring for repeated steps)."""
+
+    def __init__(self) -> None:
+        self._splits = {"train": _SplitBuilder(TRAIN_FIELDS), "val": _SplitBuilder(VAL_FIELDS)}
+
+    def extend(self, records: Sequence[MetricRecord]) -> None:
+        """Add records in file order; records without a numeric step and loss are skipped."""
+        usable = [r for r in records if is_usable(r)]
+        for split, builder in self._splits.items():
+            builder.extend([r for r in usable if r.split == split])
+
+    def snapshot(self) -> MetricColumns:
+        return MetricColumns(self._splits["train"].snapshot(), self._splits["val"].snapshot())
+
+
+def _not_superseded(steps: np.ndarray) -> np.ndarray:
+    """Mask of the records no later record replaces (a later record at the same or a lower step does)."""
+    later_min = np.minimum.accumulate(steps[::-1])[::-1]  # lowest step from each record to the end
+    kept = np.ones(len(steps), dtype=bool)
+    kept[:-1] = steps[:-1] < later_min[1:]
+    return kept
+
+
+def _floats(values: list) -> np.ndarray:
+    """Floats with None (not reported) as NaN, as is a value that cannot be read as a number (a hand edit)."""
+    try:
+        return np.array(values, dtype=float)
+    except (TypeError, ValueError):
+        return np.array([_float_or_nan(v) for v in values], dtype=float)
+
+
+def _float_or_nan(value: object) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
+def _grown(array: np.ndarray, used: int, capacity: int) -> np.ndarray:
+    grown = np.empty(capacity, dtype=array.dtype)
+    grown[:used] = array[:used]
+    return grown
