@@ -13,6 +13,7 @@ none of these the model continues plain text (see `LoadedModel.prompt_for`).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 import queue
@@ -35,6 +36,8 @@ _load_lock = threading.Lock()
 _generate_lock = threading.Lock()
 _stop_flags: dict[str, threading.Event] = {}
 _stop_flags_lock = threading.Lock()
+_live_workers: set[_Worker] = set()  # generation threads still running (closed at interpreter exit)
+_live_workers_lock = threading.Lock()
 
 PLAIN_COMPLETION = "plain completion (no chat template)"
 
@@ -415,6 +418,8 @@ class _Worker:
         self._thread = threading.Thread(
             target=self._run, args=(loaded, tokens, seed, kwargs), name="forgellm-generate", daemon=True
         )
+        with _live_workers_lock:
+            _live_workers.add(self)
         self._thread.start()
 
     def next(self) -> Any | None:
@@ -454,6 +459,20 @@ class _Worker:
             # MLX keeps this thread's generation stream past the thread's end and aborts the process at
             # exit unless it is destroyed here.
             mx.clear_streams()
+            with _live_workers_lock:
+                _live_workers.discard(self)
+
+
+@atexit.register
+def _close_live_workers(timeout_s: float = 10.0) -> None:
+    """At exit (the app stopped mid-reply), end every generation thread before MLX tears down: a thread
+    left waiting for its next request would otherwise make the process abort ("terminate called")."""
+    with _live_workers_lock:
+        workers = list(_live_workers)
+    for worker in workers:
+        worker._asks.put(_Worker._CLOSE)
+    for worker in workers:
+        worker._thread.join(timeout_s)
 
 
 def reply_stats(last: Any, stopped: bool = False, context_length: int | None = None) -> str:

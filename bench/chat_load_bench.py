@@ -1,0 +1,211 @@
+"""Many chat users at once against one launched app, and the app's memory over a soak.
+
+    python bench/chat_load_bench.py                       # 8 clients x 3 turns, SmolLM2, then a 5-minute soak
+    python bench/chat_load_bench.py --model tiny --soak-minutes 30
+
+1. Load: `--clients` threads, each its own session (its own conversation), send `--turns` messages one
+   after another through the app's HTTP streaming route (`/gradio_api/call/_respond`, what a browser's
+   request goes through: Gradio's queue and the Chat tab's handler), greedy, `--tokens` new tokens, all
+   clients at once. Every reply is checked: it completed, it continues that client's own history (no
+   cross-talk: the history sent back holds exactly that client's messages), and its text equals the reply
+   the same prompt got alone before the load started. Reported: errors, p50/p95 time to first token (from
+   the request to the first streamed text, queueing included) and p50/p95 tokens/s of the replies.
+2. Soak: for `--soak-minutes`, one client chats continuously while another calls the Monitoring tab's
+   refresh on a run folder every 2 s (as an open browser tab does); the app process's resident memory
+   (VmRSS) is sampled every 10 s. Reported: RSS at the start of the soak, at each quarter and at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from chat_bench import free_port, launch_app  # noqa: E402
+
+import forgellm  # noqa: E402,F401  (loads OpenBLAS before mlx)
+from forgellm import choices, inference  # noqa: E402
+from forgellm.ui import chat  # noqa: E402
+
+PROMPTS = [
+    "Tell me about bees.",
+    "What do beekeepers wear?",
+    "Why do bees make honey?",
+    "Describe a beehive.",
+    "What is a queen bee?",
+    "How do bees find flowers?",
+    "What is pollen?",
+    "When do bees swarm?",
+]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def turn(url: str, model: str, message: str, history: list, tokens: int) -> dict:
+    """One message through the app's streaming route: the final history, time to first text, tokens/s."""
+    import httpx
+
+    settings = vars(inference.GenerationSettings(max_tokens=tokens, temperature=0.0))
+    # The tiny model's chat-formatted replies are whitespace (its weights are random): send it plain text.
+    template = "{{ messages[-1]['content'] }}" if model.startswith("tiny") else ""
+    data = [message, history, [], False, model, choices.NO_ADAPTER, None, "", template]
+    data += [settings[n] for n in chat.SETTING_FIELDS]
+    tic = time.perf_counter()
+    first = last = None
+    final = None
+    with httpx.Client(trust_env=False, timeout=600) as http:
+        event = http.post(f"{url}/gradio_api/call/_respond", json={"data": data}).json()["event_id"]
+        with http.stream("GET", f"{url}/gradio_api/call/_respond/{event}") as answer:
+            kind = ""
+            for line in answer.iter_lines():
+                if line.startswith("event:"):
+                    kind = line.removeprefix("event:").strip()
+                if not line.startswith("data:"):
+                    continue
+                if kind == "error":
+                    raise RuntimeError(f"the app answered an error: {line}")
+                update = json.loads(line.removeprefix("data:"))
+                chat_history = update[0] if isinstance(update, list) else None
+                if isinstance(chat_history, list) and chat_history and chat_history[-1]["role"] == "assistant":
+                    if inference.message_text(chat_history[-1]["content"]):
+                        now = time.perf_counter()
+                        first = first or now
+                        last = now
+                        final = chat_history
+    if final is None:
+        raise RuntimeError("no reply")
+    info = update[3] if isinstance(update, list) and len(update) > 3 else ""
+    counts = re.findall(r"(\d+) tokens ·", info)  # "prompt P tokens · G tokens · ..."
+    generated = int(counts[1]) if len(counts) > 1 else None
+    tps = (generated - 1) / (last - first) if generated and last > first else float("nan")
+    return {"history": final, "ttft": first - tic, "tps": tps, "text": inference.message_text(final[-1]["content"])}
+
+
+def load_test(url: str, args) -> None:
+    alone = {p: turn(url, args.model, p, [], args.tokens)["text"] for p in PROMPTS[: args.clients]}
+    results: list[dict] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        history: list = []
+        sent: list[str] = []
+        for t in range(args.turns):
+            message = PROMPTS[(i + t) % len(PROMPTS)]
+            try:
+                out = turn(url, args.model, message, history, args.tokens)
+            except Exception as e:  # noqa: BLE001 - counted and printed
+                with lock:
+                    errors.append(f"client {i} turn {t}: {type(e).__name__}: {e}")
+                return
+            sent.append(message)
+            history = out["history"]
+            users = [inference.message_text(m["content"]) for m in history if m["role"] == "user"]
+            crossed = users != sent
+            first_turn_differs = t == 0 and out["text"] != alone[message]
+            with lock:
+                results.append(out)
+                if crossed or first_turn_differs:
+                    errors.append(f"client {i} turn {t}: cross-talk (users {users}, sent {sent})")
+
+    tic = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - tic
+    ttft = sorted(r["ttft"] for r in results)
+    tps = sorted(r["tps"] for r in results if r["tps"] == r["tps"])
+    print(f"\nload: {args.clients} clients x {args.turns} turns, {args.tokens} tokens each, {args.model}")
+    print(f"  replies {len(results)}/{args.clients * args.turns}, errors {len(errors)}, wall {wall:.1f} s")
+    for e in errors:
+        print(f"    {e}")
+    print(f"  time to first token: p50 {pct(ttft, 50):.2f} s, p95 {pct(ttft, 95):.2f} s (queueing included)")
+    print(f"  tokens/s per reply: p50 {pct(tps, 50):.1f}, p95 {pct(tps, 95):.1f}")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def soak(url: str, pid: int, args, run_name: str | None) -> None:
+    import httpx
+
+    stop = threading.Event()
+    samples: list[tuple[float, float]] = []
+
+    def chatter() -> None:
+        i = 0
+        while not stop.is_set():
+            turn(url, args.model, PROMPTS[i % len(PROMPTS)], [], args.tokens)
+            i += 1
+
+    def dashboard() -> None:
+        while run_name and not stop.is_set():
+            with httpx.Client(trust_env=False, timeout=60) as http:
+                event = http.post(f"{url}/gradio_api/call/_show_now", json={"data": [run_name, False, 0.6]}).json()
+                with http.stream("GET", f"{url}/gradio_api/call/_show_now/{event['event_id']}") as answer:
+                    for _ in answer.iter_lines():
+                        pass
+            stop.wait(2.0)
+
+    workers = [threading.Thread(target=chatter), threading.Thread(target=dashboard)]
+    for w in workers:
+        w.start()
+    start = time.monotonic()
+    end = start + args.soak_minutes * 60
+    while time.monotonic() < end:
+        samples.append((time.monotonic() - start, rss_mb(pid)))
+        time.sleep(10)
+    samples.append((time.monotonic() - start, rss_mb(pid)))
+    stop.set()
+    for w in workers:
+        w.join()
+    marks = [samples[round(q * (len(samples) - 1))] for q in (0, 0.25, 0.5, 0.75, 1.0)]
+    print(f"\nsoak: {args.soak_minutes} min of chat and a dashboard refresh every 2 s (run {run_name or 'none'})")
+    print("  app RSS: " + ", ".join(f"{t / 60:.1f} min {mb:.0f} MB" for t, mb in marks))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--soak-minutes", type=float, default=5.0)
+    parser.add_argument("--run", help="a run under runs/ for the soak's dashboard refreshes (default: the newest)")
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}")
+    listed = choices.run_choices()
+    run_name = args.run or (listed[0][1] if listed else None)
+    port = free_port()
+    proc = launch_app(port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        load_test(url, args)
+        if args.soak_minutes > 0:
+            soak(url, proc.pid, args, run_name)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
