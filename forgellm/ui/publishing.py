@@ -77,7 +77,9 @@ def build(demo: gr.Blocks) -> PublishingTab:
             quantize = gr.Button("Quantize (and measure the perplexity cost)")
     with gr.Accordion("GGUF for llama.cpp / Ollama (optional)", open=False):
         gguf_button = gr.Button("Export model.gguf and an Ollama Modelfile into this folder")
-    card = gr.Code(label="model card (README.md): edit, then save", language="markdown", interactive=True)
+    card = gr.Code(
+        label="model card (README.md): edit, then save", language="markdown", interactive=True, lines=12, max_lines=30
+    )
     save_card = gr.Button("Save the card")
 
     gr.Markdown("### 3. Push to the Hugging Face Hub")
