@@ -2,8 +2,9 @@
 
 Every list is read again from the project folders (configs/, dataset/, runs/, models/) on each call,
 so a restarted app re-attaches to whatever is on disk. Nothing outside the project's folders is
-reachable through these: a config must be a file in configs/, data a path under dataset/, a run a
-folder directly under runs/, a model a built-in, a folder under the project or models/, or a Hub id.
+reachable through these: a config must be a file in configs/, data a relative path under dataset/ with
+no symbolic link on the way or inside, a run a folder directly under runs/, a model a built-in, a folder
+under the project or models/, or a Hub id (only a cached one while Hub downloads are off).
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from pathlib import Path
 
 from . import paths, runs
 from .errors import ForgeError
-from .models.registry import BUILTINS, HUB_ALIASES, list_local_models
+from .models.registry import (
+    BUILTINS,
+    HUB_ALIASES,
+    downloads_off_error,
+    hub_downloads_allowed,
+    list_local_models,
+    looks_like_hub_id,
+)
 
 CONFIGS_DIR = paths.PROJECT_ROOT / "configs"
 DEFAULT_CONFIG = "configs/cpt-tiny.yaml"
@@ -63,20 +71,63 @@ def as_path_list(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def is_dataset_path(value: str) -> bool:
-    """True when `value` (as written in a config) is an existing folder or file under dataset/."""
+def _first_link(path: Path, root: Path) -> Path | None:
+    """The first symbolic link from `root` down to `path`, or inside `path` when it is a folder (hidden
+    entries, which ingestion never reads, left out); None when there is none."""
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            return current
+    if path.is_dir():
+        for folder, dirs, files in os.walk(path):  # followlinks=False: a linked folder is reported, not entered
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in [*dirs, *sorted(f for f in files if not f.startswith("."))]:
+                if (Path(folder) / name).is_symlink():
+                    return Path(folder) / name
+    return None
+
+
+def dataset_path_problem(value: str) -> str | None:
+    """Why the app may not read `value` (a `data` entry), or None when it may.
+
+    It must be a relative path (no `..`) to an existing folder or file under dataset/, with no symbolic
+    link on the way or anywhere inside: a link could lead the app to any file on the machine.
+    """
     if not isinstance(value, str) or not value.strip():
-        return False
-    path = Path(value)
-    path = path if path.is_absolute() else paths.PROJECT_ROOT / path
-    return path.exists() and _inside(path, paths.dataset_dir())
+        return "it is empty"
+    path = Path(value.strip())
+    if path.is_absolute() or value.startswith("~") or ".." in path.parts:
+        return "absolute paths and .. are refused (use a path such as dataset/beekeeping)"
+    root = paths.dataset_dir()
+    full = paths.PROJECT_ROOT / path
+    if not full.is_relative_to(root):
+        return "it is not inside dataset/"
+    link = _first_link(full, root)
+    if link is not None:
+        return f"{link.relative_to(paths.PROJECT_ROOT).as_posix()} is a symbolic link (the app reads only real files)"
+    if not full.exists():
+        return "it does not exist"
+    if not _inside(full, root):
+        return "it leads outside dataset/"
+    return None
+
+
+def is_dataset_path(value: str) -> bool:
+    """True when the app may read `value` (as written in a config): see `dataset_path_problem`."""
+    return dataset_path_problem(value) is None
 
 
 def require_dataset_paths(value: str | list[str] | None) -> None:
-    """Refuse any `data` entry that is not a folder or file under dataset/."""
+    """Refuse any `data` entry that is not a real folder or file under dataset/ (see `dataset_path_problem`)."""
     for item in as_path_list(value):
-        if not is_dataset_path(item):
-            raise ForgeError(f"{item!r} is not a folder or file under dataset/", "data", "pick from the list")
+        problem = dataset_path_problem(item)
+        if problem is not None:
+            raise ForgeError(
+                f"{item!r} is not a folder or file under dataset/ that the app may read: {problem}",
+                "data",
+                "pick from the list; copy a file into dataset/ rather than linking it",
+            )
 
 
 def dataset_choices(current: str | list[str] | None = None) -> list[str]:
@@ -92,7 +143,7 @@ def dataset_choices(current: str | list[str] | None = None) -> list[str]:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in [*dirs, *sorted(f for f in files if not f.startswith("."))]:
                 path = Path(folder) / name
-                if _inside(path, root):
+                if not path.is_symlink() and _inside(path, root):
                     out.append(path.relative_to(paths.PROJECT_ROOT).as_posix())
             if len(out) >= _MAX_DATASET_CHOICES:
                 break
@@ -110,7 +161,9 @@ def check_model_choice(value: str) -> str:
     """A model typed into the UI: a built-in name, a folder under the project or models/, or a Hub id.
 
     Arbitrary filesystem paths are refused: nothing outside the project's folders is reachable from
-    the browser (the CLI and YAML files are not limited).
+    the browser (the CLI and YAML files are not limited). So is a name that the app's working directory
+    would answer instead of the project (model lookup tries a relative path as given first), and, while
+    Hub downloads are off, a Hub id that is not in the local cache.
     """
     value = (value or "").strip()
     if value in BUILTINS or value in HUB_ALIASES:
@@ -122,11 +175,37 @@ def check_model_choice(value: str) -> str:
             "model",
             "pick a built-in model, a folder under models/, or a Hub id like org/name",
         )
-    for root in (paths.PROJECT_ROOT, paths.models_dir()):
+    roots = (paths.PROJECT_ROOT, paths.models_dir())
+    for root in roots:
         candidate = root / value
         if candidate.exists() and not _inside(candidate, root):
             raise ForgeError(f"{value!r} leads outside the project", "model", "pick a folder under models/")
+    if _answered_by_working_dir(value, roots):
+        raise ForgeError(
+            f"{value!r} also names a folder in the app's working directory, outside the project",
+            "model",
+            "start the app with `python app.py` (it looks up models in the project folder), or pick another model",
+        )
+    if _needs_download(value, roots):
+        raise downloads_off_error(value)
     return value
+
+
+def _answered_by_working_dir(value: str, roots: tuple[Path, ...]) -> bool:
+    """True when a folder `value` in the current directory, not one under `roots`, is what lookup would load."""
+    here = Path(value)  # relative: the working directory's, which model lookup tries first
+    if not here.is_dir():
+        return False
+    return not any((root / value).is_dir() and (root / value).resolve() == here.resolve() for root in roots)
+
+
+def _needs_download(value: str, roots: tuple[Path, ...]) -> bool:
+    """True when `value` can only come from the Hub while downloads are off: a Hub id with no local copy."""
+    if not looks_like_hub_id(value) or hub_downloads_allowed() or any((root / value).is_dir() for root in roots):
+        return False
+    from .model_sources import hf_cached_models
+
+    return value not in hf_cached_models()
 
 
 def model_choices(current: str | None = None) -> list[str]:

