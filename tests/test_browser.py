@@ -113,6 +113,12 @@ def test_train_watch_stop_chat_fuse_and_push_in_a_browser(forgellm_home: Path, t
             _stop_trainers(forgellm_home)  # a failed flow may leave its run training (by design it outlives the app)
     app_log = log.read_text(errors="replace")
     assert "Traceback" not in app_log, app_log[-3000:]
+    # The Hub token (given to the app as HF_TOKEN) is in nothing the app or its trainer wrote.
+    leaked = [
+        path for path in forgellm_home.rglob("*")
+        if path.is_file() and not path.is_symlink() and TOKEN.encode() in path.read_bytes()
+    ]  # fmt: skip
+    assert leaked == [], leaked
 
 
 def _stop_trainers(home: Path) -> None:
