@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from .errors import ForgeError
+from .errors import FILE, FOLDER, LINK_LOOP, MISSING, ForgeError, path_kind
 from .inference import GenerationSettings
 
 _GENERATION = GenerationSettings()  # the CLI's generation defaults are the app's
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse prints the message with the flag's name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    """An argparse type: a number, not inf or nan (which pass every range check the wrong way)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -29,12 +52,15 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 
     g = _GENERATION
     p.add_argument("--max-tokens", type=int, default=g.max_tokens, help=SETTING_HELP["max_tokens"])
-    p.add_argument("--temp", type=float, default=g.temperature, help=SETTING_HELP["temperature"])
-    p.add_argument("--top-p", type=float, default=g.top_p, help=SETTING_HELP["top_p"])
+    p.add_argument("--temp", type=_finite_float, default=g.temperature, help=SETTING_HELP["temperature"])
+    p.add_argument("--top-p", type=_finite_float, default=g.top_p, help=SETTING_HELP["top_p"])
     p.add_argument("--top-k", type=int, default=g.top_k, help=SETTING_HELP["top_k"])
-    p.add_argument("--min-p", type=float, default=g.min_p, help=SETTING_HELP["min_p"])
+    p.add_argument("--min-p", type=_finite_float, default=g.min_p, help=SETTING_HELP["min_p"])
     p.add_argument(
-        "--repetition-penalty", type=float, default=g.repetition_penalty, help=SETTING_HELP["repetition_penalty"]
+        "--repetition-penalty",
+        type=_finite_float,
+        default=g.repetition_penalty,
+        help=SETTING_HELP["repetition_penalty"],
     )
     p.add_argument(
         "--repetition-context-size",
@@ -76,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stop", help="ask a run's trainer to save and stop")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it to exit")
+    p.add_argument("--wait", type=_finite_float, default=0.0, help="seconds to wait for it to exit")
 
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--dir", type=Path, default=None, help="parent folder of runs (default: runs/)")
@@ -171,15 +197,42 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ForgeError(
                 "give a config or a run folder, not both", "train", "drop the config: the run folder has its own"
             )
-        run_dir = given.resolve()
+        run_dir = _require_run_folder(given, "--resume" if args.resume else "--run-dir")
         overrides = args.overrides
     else:
         if args.config is None:
             raise ForgeError("no config given", "train", "pass a YAML file, e.g. configs/cpt-tiny.yaml")
-        run_dir = launcher.create_run(config.load(args.config, args.overrides))
+        cfg = config.load(args.config, args.overrides)
+        _require_model(cfg.model)  # before the run folder exists: a typo must not leave a failed run behind
+        run_dir = launcher.create_run(cfg)
         overrides = []  # already in the run folder's config.yaml
     print(run_dir, flush=True)
     return train_run(run_dir, resume=args.resume is not None, overrides=overrides)
+
+
+def _require_run_folder(path: Path, flag: str) -> Path:
+    """`path` resolved, when it is a run folder (it has the config.yaml a launcher wrote); else say what it is."""
+    from .runs import CONFIG_FILE
+
+    kind = path_kind(path)
+    find_runs = "list the runs with `python -m forgellm runs` and pass one of their folders (runs/<run-id>)"
+    if kind == FOLDER and (path / CONFIG_FILE).is_file():
+        return path.resolve()
+    if kind == FOLDER:
+        what = f"this folder is not a run folder (it has no {CONFIG_FILE})"
+    elif kind == FILE and path.suffix in (".yaml", ".yml"):
+        what = "this is a config file, not a run folder"
+        find_runs = f"to start a new run from it: `python -m forgellm train {path}`"
+    else:
+        what = "no such run folder" if kind == MISSING else f"this is {kind}, not a run folder"
+    raise ForgeError(what, f"{flag} {path}", find_runs)
+
+
+def _require_model(name: str) -> None:
+    """Find (or build, or fetch) the base model now, as the trainer would, so a missing one is a clear error."""
+    from .models.registry import resolve_model
+
+    resolve_model(name)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -238,11 +291,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    import json
+
     from . import config
-    from .data import data_command
+    from .data import data_command, format_report
+    from .errors import DataError
 
     cfg = config.load(args.config, args.overrides)
-    print(data_command(cfg, as_json=args.json))
+    try:
+        print(data_command(cfg, as_json=args.json))
+    except DataError as e:  # no usable data: still print what was read and why each file was rejected
+        if e.report:
+            print(json.dumps(e.report, indent=2, ensure_ascii=False) if args.json else format_report(e.report))
+        raise
     return 0
 
 
@@ -397,13 +458,13 @@ def _add_eval_and_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="best", help="best, latest or a step (with --adapter RUN or --probes)")
     p.add_argument(
         "--max-seq-length",
-        type=int,
+        type=_positive_int,
         help="with --data TEXT: window length (default: the --adapter run's max_seq_length, else 512)",
     )
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (memory only)")
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="windows per forward pass (memory only)")
     p.add_argument(
         "--threshold",
-        type=float,
+        type=_finite_float,
         default=DEFAULT_THRESHOLD,
         help="with --gain: relative rise of general perplexity over the base that warns (default 0.10 = 10%%)",
     )
@@ -414,10 +475,13 @@ def _add_eval_and_serve(sub: argparse._SubParsersAction) -> None:
         "else dataset/general less what the run trained on)",
     )
     p.add_argument(
-        "--max-general-tokens", type=int, default=DEFAULT_MAX_GENERAL_TOKENS, help="with --gain: cap on general text"
+        "--max-general-tokens",
+        type=_positive_int,
+        default=DEFAULT_MAX_GENERAL_TOKENS,
+        help="with --gain: cap on general text",
     )
     p.add_argument("--no-probes", action="store_true", help="with --gain: skip the knowledge probes")
-    p.add_argument("--max-items", type=int, default=DEFAULT_MAX_ITEMS, help="probe items at most")
+    p.add_argument("--max-items", type=_positive_int, default=DEFAULT_MAX_ITEMS, help="probe items at most")
     p.add_argument("--seed", type=int, help="with --probes: item seed (default: the run's seed)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -435,7 +499,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .gain import measure_gain
 
         report = measure_gain(
-            args.gain,
+            _require_run_folder(args.gain, "--gain"),
             threshold=args.threshold,
             general=args.general,
             probes=not args.no_probes,
@@ -448,7 +512,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.probes:
         from .probes import probe_run
 
-        result = probe_run(args.probes, args.checkpoint, seed=args.seed, max_items=args.max_items)
+        run_dir = _require_run_folder(args.probes, "--probes")
+        result = probe_run(run_dir, args.checkpoint, seed=args.seed, max_items=args.max_items)
         print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary())
         return 0
     if not args.model:
@@ -468,6 +533,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving {args.model}{adapter} at {served.url} (OpenAI-compatible; Ctrl-C stops)", flush=True)
     serve(served)
     return 0
+
+
+# Arguments that name a file or folder (flags and positionals alike).
+_PATH_ARGS = ("config", "resume", "run_dir", "adapter", "data", "gain", "probes", "general", "model_dir", "fused_dir")
+
+
+def _refuse_link_loops(args: argparse.Namespace) -> None:
+    """A path that is a symbolic link loop is refused by name here: deeper down, Python 3.11's
+    Path.resolve() raises a bare RuntimeError on it."""
+    for name in _PATH_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, (str, Path)) and value and path_kind(value) == LINK_LOOP:
+            raise ForgeError(f"this path is {LINK_LOOP}", str(value), "point it at the real file or folder")
 
 
 COMMANDS = {
@@ -499,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("train", "generate", "eval", "serve", "chat", "fuse", "quantize", "gguf"):
         warn_if_slow()
     try:
+        _refuse_link_loops(args)
         return COMMANDS[args.command](args)
     except ForgeError as e:
         print(f"error: {e.message}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from .errors import ConfigError, ForgeError
+from .errors import FILE, FOLDER, MISSING, ConfigError, ForgeError, path_kind
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -173,24 +174,51 @@ def _compose_with_lines(text: str, name: str | None) -> tuple[dict[str, Any], di
     """Parse YAML into plain data plus the line number of every mapping key."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        # A tag PyYAML's safe loader refuses (!!python/object) or a list as a key fails only here.
+        data = yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         raise _yaml_error(e, name) from e
     if root is None:
         return {}, {}
     if not isinstance(root, yaml.MappingNode):
         raise ForgeError("a config must be a mapping of key: value", name, "see configs/cpt-tiny.yaml")
+    return data, _key_lines(root, name)
+
+
+MAX_CONFIG_KEYS = 10_000  # the config tree has ~50; more is a generated file or an alias bomb
+
+
+def _key_lines(root: yaml.MappingNode, name: str | None) -> dict[str, int]:
+    """The line of every (dotted) key; a key set twice is an error, as PyYAML silently keeps the last one."""
     lines: dict[str, int] = {}
+    repeated: list[str] = []
+    inside: list[yaml.Node] = []  # the mappings being walked: an alias to one of them (`&a {b: *a}`) is a cycle
 
     def walk(node: yaml.Node, prefix: str) -> None:
         if isinstance(node, yaml.MappingNode):
+            if any(node is outer for outer in inside):
+                raise ForgeError(
+                    "a YAML alias refers to a mapping that contains it (a cycle)",
+                    f"{name}:{node.start_mark.line + 1}" if name else prefix.rstrip("."),
+                    "write the values out instead of the *alias",
+                )
+            inside.append(node)
             for key_node, value_node in node.value:
                 key = f"{prefix}{key_node.value}"
-                lines[key] = key_node.start_mark.line + 1
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    where = f"{name}:{line} ({key})" if name else key
+                    repeated.append(f"{where}: key {key!r} is set twice (lines {lines[key]} and {line}); keep one")
+                lines[key] = line
+                if len(lines) > MAX_CONFIG_KEYS:  # nested aliases can multiply keys exponentially
+                    raise ForgeError(f"the config has more than {MAX_CONFIG_KEYS:,} keys", name, _CONFIG_FIX)
                 walk(value_node, key + ".")
+            inside.pop()
 
     walk(root, "")
-    data = yaml.load(text, Loader=yaml.SafeLoader)
-    return data, lines
+    if repeated:
+        raise ConfigError(repeated, name)
+    return lines
 
 
 def _type_name(tp: Any) -> str:
@@ -219,19 +247,19 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str], src: _Source) ->
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        problems.append(f"{src.where(key)}: {value!r} is not one of {', '.join(map(repr, allowed))}{hint}")
+        problems.append(f"{src.where(key)}: {_shown(value)} is not one of {', '.join(map(repr, allowed))}{hint}")
         return None
     if origin is list:
         (item_tp,) = get_args(tp)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            problems.append(f"{src.where(key)}: expected a list, got {value!r}")
+            problems.append(f"{src.where(key)}: expected a list, got {_shown(value)}")
             return None
         return [_coerce(v, item_tp, f"{key}[{i}]", problems, src) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            problems.append(f"{src.where(key)}: expected a mapping of {tp.__name__} settings, got {value!r}")
+            problems.append(f"{src.where(key)}: expected a mapping of {tp.__name__} settings, got {_shown(value)}")
             return tp()
         return _build(tp, value, problems, src, prefix=key + ".")
     return _coerce_scalar(value, tp, key, problems, src)
@@ -255,15 +283,29 @@ def _coerce_scalar(value: Any, tp: type, key: str, problems: list[str], src: _So
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            return _finite(float(value), key, problems, src)
         if tp is str:
             if value is None or isinstance(value, (dict, list)):
                 raise ValueError
             return str(value)
-    except (TypeError, ValueError):
-        problems.append(f"{src.where(key)}: expected {_type_name(tp)}, got {value!r}")
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int written as 1e400
+        problems.append(f"{src.where(key)}: expected {_type_name(tp)}, got {_shown(value)}")
         return None
     return value
+
+
+def _finite(value: float, key: str, problems: list[str], src: _Source) -> float | None:
+    """inf and nan pass every `>` check the wrong way or fail only mid-training (a NaN loss at step 2)."""
+    if math.isfinite(value):
+        return value
+    problems.append(f"{src.where(key)}: must be a finite number, got {value}; use an ordinary number")
+    return None
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """`repr(value)`, cut short: a config line can be megabytes long, and the message must stay readable."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 # Names other fine-tuning tools use for our keys: the error then says which key to use instead.
@@ -309,7 +351,12 @@ def _check_ranges(cfg: TrainConfig, problems: list[str], src: _Source) -> None:
     need(cfg.iters >= 1, "iters", f"must be >= 1, got {cfg.iters}")
     need(cfg.epochs is None or cfg.epochs > 0, "epochs", f"must be > 0 or null, got {cfg.epochs}")
     need(cfg.learning_rate > 0, "learning_rate", f"must be > 0, got {cfg.learning_rate}")
-    need(0 <= cfg.min_learning_rate <= cfg.learning_rate, "min_learning_rate", "must be between 0 and learning_rate")
+    lr_ok = cfg.learning_rate > 0  # a bad learning_rate is reported once, not again through min_learning_rate
+    need(
+        not lr_ok or 0 <= cfg.min_learning_rate <= cfg.learning_rate,
+        "min_learning_rate",
+        "must be between 0 and learning_rate",
+    )
     need(cfg.warmup_steps >= 0, "warmup_steps", "must be >= 0")
     need(cfg.weight_decay >= 0, "weight_decay", "must be >= 0")
     need(cfg.grad_accumulation_steps >= 1, "grad_accumulation_steps", "must be >= 1")
@@ -332,7 +379,7 @@ def _check_ranges(cfg: TrainConfig, problems: list[str], src: _Source) -> None:
     need(bool(cfg.model.strip()), "model", "must name a model")
     name = cfg.run_name
     plain = name is None or (bool(name.strip()) and not name.startswith(".") and not any(c in name for c in "/\\\0"))
-    need(plain, "run_name", f"must be a plain folder name (no '/', no leading '.'), got {name!r}")
+    need(plain, "run_name", f"must be a plain folder name (no '/', no leading '.'), got {_shown(name)}")
     data = cfg.data if isinstance(cfg.data, list) else [cfg.data]
     need(bool(data) and all(isinstance(d, str) and d.strip() for d in data), "data", "must name a folder or file")
 
@@ -353,18 +400,37 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise ForgeError(f"override {item!r} is not key=value", "--set", "write e.g. --set iters=100")
+            raise ForgeError(f"override {_shown(item)} is not key=value", "--set", "write e.g. --set iters=100")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        node = data
         parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        if not all(part.strip() for part in parts):
+            raise ForgeError(f"override {_shown(item)} has an empty key name", "--set", "write e.g. --set iters=100")
+        _set_nested(data, parts, _override_value(raw), item)
     return data
+
+
+def _override_value(raw: str) -> Any:
+    """The value of `key=value` as YAML would read it (`1e-5` and `[a, b]` too); left as text when not YAML."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
+
+
+def _set_nested(data: dict[str, Any], parts: list[str], value: Any, item: str) -> None:
+    """data[a][b][c] = value for `a.b.c`; refuses to reach inside a value an earlier --set gave."""
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            parent = ".".join(parts[: depth + 1])
+            raise ForgeError(
+                f"override {_shown(item)} sets a key inside {parent!r}, which an earlier --set gave the value "
+                f"{_shown(node)}",
+                "--set",
+                f"keep one of the two --set options for {parent!r}",
+            )
+    node[parts[-1]] = value
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -386,15 +452,61 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         name = str(path)
-        if not path.is_file():
-            raise ForgeError("config file not found", name, "pass a YAML file such as configs/cpt-tiny.yaml")
-        data, lines = _compose_with_lines(path.read_text(encoding="utf-8"), name)
+        data, lines = _compose_with_lines(read_config_text(path), name)
     if overrides:
         extra = parse_overrides(overrides)
         data = merge(data, extra)
         for key in _flatten(extra):
             lines.pop(key, None)
     return from_dict(data, name, lines)
+
+
+MAX_CONFIG_BYTES = 1 << 20  # the shipped configs are ~2 KB; a bigger file is a data file given by mistake
+_CONFIG_FIX = "pass a YAML file such as configs/cpt-tiny.yaml"
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file, or a ForgeError saying what the path is instead (a folder, a pipe,
+    a link loop, a huge or binary file, text that is not UTF-8)."""
+    _require_config_file(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ForgeError(f"cannot read the config file ({e.strerror or e})", str(path), "check its permissions") from e
+    if b"\0" in raw:
+        raise ForgeError(
+            "the config file is binary, not YAML text", str(path), f"{_CONFIG_FIX} (an archive or model file?)"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ForgeError(
+            f"the config file is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line})",
+            f"{path}:{line}",
+            "re-save it as UTF-8 (most editors: Save with Encoding > UTF-8)",
+        ) from e
+
+
+def _require_config_file(path: Path) -> None:
+    """A regular file of config size; otherwise say what was given (a run folder gets the resume hint)."""
+    kind = path_kind(path)
+    if kind == MISSING:
+        raise ForgeError("config file not found", str(path), _CONFIG_FIX)
+    if kind == FOLDER:
+        fix = _CONFIG_FIX
+        if (path / "config.yaml").is_file():  # runs.CONFIG_FILE: the folder is a run
+            fix = f"this looks like a run folder: continue it with `python -m forgellm train --resume {path}`"
+        raise ForgeError("the config path is a folder, not a YAML file", str(path), fix)
+    if kind != FILE:
+        raise ForgeError(f"the config path is {kind}, not a YAML file", str(path), _CONFIG_FIX)
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ForgeError(
+            f"the config file is {size / 1e6:.1f} MB; a config is a small YAML file (a few KB)",
+            str(path),
+            f"{_CONFIG_FIX}; documents go in its data: key, not in the config",
+        )
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> list[str]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+
 
 class ForgeError(Exception):
     """A problem the user can act on.
@@ -35,4 +39,47 @@ class ConfigError(ForgeError):
         self.problems = list(problems)
         header = f"{len(self.problems)} problem(s) in the config"
         body = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{header}:\n{body}", where=source)
+        fix = "change each value named above; every key with its type, default and help is in forgellm/config.py"
+        super().__init__(f"{header}:\n{body}", where=source, fix=fix)
+
+
+class DataError(ForgeError):
+    """No usable data: the message names each rejected file and why.
+
+    `report` holds what was read (files, problems) in the data report's shape, so a trainer can write it
+    to the run folder's data_report.json even though no rows were made.
+    """
+
+    def __init__(self, what: str, where: str | None = None, fix: str | None = None, report: dict | None = None):
+        super().__init__(what, where, fix)
+        self.report = report
+
+
+FILE, FOLDER, MISSING = "a file", "a folder", "missing"
+LINK_LOOP = "a symbolic link loop (the links point at each other)"
+_SPECIAL_FILES = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def path_kind(path: str | os.PathLike) -> str:
+    """What `path` is, in words for a message: "a file", "a folder", MISSING, "a symbolic link loop (...)",
+    "a named pipe (FIFO)", ... so that an error can say what was given instead of "does not exist"."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return LINK_LOOP
+        if os.path.islink(path):
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+        if e.errno == errno.ENOENT:
+            return MISSING
+        return f"unreadable ({e.strerror or e})"
+    if stat.S_ISDIR(mode):
+        return FOLDER
+    if stat.S_ISREG(mode):
+        return FILE
+    return _SPECIAL_FILES.get(stat.S_IFMT(mode), "a special file")

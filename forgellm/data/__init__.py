@@ -34,6 +34,7 @@ Report keys (schema_version 1):
                      chat_template, mask_prompt, overlong, template_fallbacks}
     lengths          {unit, count, min, max, mean, median, p90, scale: linear|log2, edges, counts}
     cache            {key, hit, path}
+    error            only in the report a DataError carries (no usable data): its message
     seconds, mb_per_s
 
 Choices. Each file is one document for text/HTML/PDF/DOCX; each record for JSON/JSONL/CSV. The

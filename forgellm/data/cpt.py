@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from ..config import TrainConfig
-from ..errors import ForgeError
+from ..errors import DataError, ForgeError
 from .ingest import read_documents, sniff
 from .pack import Segments, cpt_rows, in_rows_per_source, write_windows
 from .records import FileEntry, Problems
-from .report import display, histogram
+from .report import display, histogram, rejected_files
 from .split import rank, val_count
 from .tokens import TokenizerInfo
 
@@ -117,15 +117,18 @@ def _flush(batch: _Batch, info: TokenizerInfo, out, lengths: list, digests: list
 # Split
 
 
-def split_documents(corpus: Corpus, cfg: TrainConfig, where: str) -> tuple[np.ndarray, np.ndarray]:
+def split_documents(
+    corpus: Corpus, cfg: TrainConfig, where: str, problems: Problems | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of training and validation documents; no document is on both sides.
 
     Raises:
+        DataError: when no document is usable (each file named with its reason).
         ForgeError: when either side would get no document or less than one window of tokens.
     """
     n, L = corpus.documents, cfg.max_seq_length
     if n == 0:
-        raise _nothing_usable(corpus, where)
+        raise _nothing_usable(corpus, where, problems or Problems())
     n_val = val_count(n, cfg.val_fraction)
     if n - n_val < 1:
         raise ForgeError(
@@ -156,15 +159,19 @@ def _too_small(name: str, docs: int, tokens: int, cfg: TrainConfig, where: str) 
     )
 
 
-def _nothing_usable(corpus: Corpus, where: str) -> ForgeError:
+def _nothing_usable(corpus: Corpus, where: str, problems: Problems, files_key: str = "files") -> DataError:
+    """The error for a corpus with no document left, naming every file and why it gave nothing; its
+    report part keeps the file list under `files_key` (the report's key for this corpus)."""
     skipped = [f for f in corpus.files if f.status != "read"]
     detail = f"{len(corpus.files)} file(s) found, {len(skipped)} skipped"
     if corpus.read:
         detail += f", {corpus.read} record(s) read of which {corpus.empty} empty and {corpus.duplicates} duplicates"
-    return ForgeError(
-        f"no usable documents ({detail})",
+    reasons = "".join(f"\n  - {line}" for line in rejected_files(corpus.files, problems))
+    return DataError(
+        f"no usable documents ({detail}){reasons}",
         where,
-        "add .txt/.md/.jsonl/... files with text; the report lists why each file was skipped",
+        "add .txt/.md/.jsonl/... files with text, or fix the files named above",
+        report={files_key: [f.as_dict() for f in corpus.files]},
     )
 
 
@@ -192,14 +199,15 @@ def general_segments(general: Corpus, needed: int, seed: int) -> tuple[Segments,
     return segs, needed / general.tokens
 
 
-def _mix(cfg: TrainConfig, train: Segments, general: Corpus) -> tuple[Segments, dict[str, Any]]:
+def _mix(cfg: TrainConfig, train: Segments, general: Corpus, problems: Problems) -> tuple[Segments, dict[str, Any]]:
     """Add general tokens so that the domain share of training tokens is `mixture.ratio`.
 
     Raises:
-        ForgeError: when the general corpus has no usable document.
+        DataError: when the general corpus has no usable document.
     """
     if general.documents == 0:
-        raise _nothing_usable(general, f"mixture.general: {display(cfg.mixture.general)}")
+        where = f"mixture.general: {display(cfg.mixture.general)}"
+        raise _nothing_usable(general, where, problems, files_key="general_files")
     needed = round(train.total * (1 - cfg.mixture.ratio) / cfg.mixture.ratio)
     extra, uses = general_segments(general, needed, cfg.seed)
     mixture = {
@@ -222,12 +230,16 @@ def build(
         files: Discovered files per config key: "data" and, when mixing, "mixture.general".
     """
     domain = tokenize_corpus(files["data"], "data", cfg.text_field, info, problems, work)
-    train_idx, val_idx = split_documents(domain, cfg, f"data: {display(cfg.data)}")
+    train_idx, val_idx = split_documents(domain, cfg, f"data: {display(cfg.data)}", problems)
     train = domain.segments(train_idx, DOMAIN)
     general, mixture = None, None
     if "mixture.general" in files:
         general = tokenize_corpus(files["mixture.general"], "mixture.general", cfg.text_field, info, problems, work)
-        train, mixture = _mix(cfg, train, general)
+        try:
+            train, mixture = _mix(cfg, train, general, problems)
+        except DataError as e:  # the domain files were fine; the report shows them beside the general ones
+            e.report = {**(e.report or {}), "files": [f.as_dict() for f in domain.files]}
+            raise
     # Interleave documents (and general pieces) so that every part of training sees the mix.
     train = train.permuted(np.random.default_rng(cfg.seed).permutation(len(train.length)))
     val = domain.segments(val_idx, DOMAIN)

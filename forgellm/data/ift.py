@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from ..config import TrainConfig
-from ..errors import ForgeError
+from ..errors import DataError, ForgeError
 from .chat import TemplateError, assistant_spans, choose_template
 from .formats import Empty, Example, Invalid, detect, normalise, unknown_format_fix
 from .ingest import BadLine, Skip, iter_json_lines, load_json_items, sniff
 from .pack import Packed, pack_examples
 from .records import FileEntry, Problems
-from .report import display, histogram
+from .report import display, histogram, rejected_files
 from .split import rank, val_count
 from .tokens import TokenizerInfo
 
@@ -250,6 +250,23 @@ def split_examples(kept: list[Tokenized], cfg: TrainConfig, where: str) -> tuple
     return [kept[i] for i in train], [kept[i] for i in val]
 
 
+def _nothing_usable(
+    files: list[FileEntry], reading: Reading, enc: Encoding, problems: Problems, where: str
+) -> DataError:
+    """The error for data with no usable example, naming every file and why it gave nothing."""
+    dropped = {r: reading.dropped.get(r, 0) + enc.dropped.get(r, 0) for r in DROP_REASONS}
+    counts = ", ".join(f"{reason} {n}" for reason, n in dropped.items() if n) or "none"
+    skipped = sum(f.status != "read" for f in files)
+    detail = f"{len(files)} file(s) found, {skipped} skipped, {reading.read} record(s) read; dropped: {counts}"
+    reasons = "".join(f"\n  - {line}" for line in rejected_files(files, problems))
+    return DataError(
+        f"no usable instruction examples ({detail}){reasons}",
+        where,
+        f"fix the files named above; {unknown_format_fix()}",
+        report={"files": [f.as_dict() for f in files]},
+    )
+
+
 def save_split(out: Path, name: str, packed: Packed) -> None:
     np.save(out / f"{name}_tokens.npy", packed.tokens)
     np.save(out / f"{name}_mask.npy", packed.mask)
@@ -264,7 +281,10 @@ def build(
     reading = read_examples(files, problems)
     template, source = choose_template(info.hf)
     enc = encode_examples(reading.examples, cfg, info, template, problems)
-    train, val = split_examples(enc.kept, cfg, f"data: {display(cfg.data)}")
+    where = f"data: {display(cfg.data)}"
+    if not enc.kept:
+        raise _nothing_usable(files, reading, enc, problems, where)
+    train, val = split_examples(enc.kept, cfg, where)
     packs = {}
     for name, part in (("train", train), ("val", val)):
         packs[name] = pack_examples([(k.ids, k.mask) for k in part], cfg.max_seq_length, info.pad_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ForgeError
+from ..errors import MISSING, ForgeError, path_kind
 from ..paths import PROJECT_ROOT
 from .htmltext import visible_text
 from .records import Document, FileEntry, Problems
@@ -163,8 +163,15 @@ def discover(paths: list[Path], key: str = "data") -> list[Path]:
             for path in sorted(p for p in files if not _hidden(p.relative_to(root))):
                 found.setdefault(path.resolve(), path)
         else:
-            raise ForgeError("data path does not exist", f"{key}: {root}", "point it at a folder or file of documents")
+            raise ForgeError(path_problem(root), f"{key}: {root}", "point it at a folder or file of documents")
     return list(found.values())
+
+
+def path_problem(path: Path) -> str:
+    """Why `path` is neither a file nor a folder: missing, a broken or looping link, or a special file
+    (a FIFO or a device is never read: reading it could block or never end)."""
+    kind = path_kind(path)
+    return "data path does not exist" if kind == MISSING else f"data path is {kind}, not a file or folder"
 
 
 def _hidden(relative: Path) -> bool:

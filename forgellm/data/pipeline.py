@@ -11,7 +11,7 @@ from typing import Any
 from .. import paths
 from ..atomic import atomic_folder, require_replaceable, write_json
 from ..config import TrainConfig
-from ..errors import ForgeError
+from ..errors import DataError, ForgeError
 from . import cache, cpt, ift
 from .ingest import as_paths, discover
 from .records import PreparedData, Problems
@@ -87,10 +87,15 @@ def _prepare(cfg: TrainConfig, tokenizer: Any, root: Path) -> PreparedData:
         work = tmp / "work"
         work.mkdir()
         problems = Problems()
-        if cfg.train_type == "cpt":
-            parts = cpt.build(cfg, info, problems, tmp, work, files)
-        else:
-            parts, _template = ift.build(cfg, info, problems, tmp, files["data"])
+        try:
+            if cfg.train_type == "cpt":
+                parts = cpt.build(cfg, info, problems, tmp, work, files)
+            else:
+                parts, _template = ift.build(cfg, info, problems, tmp, files["data"])
+        except DataError as e:  # nothing usable: the report of what was read goes with the error
+            parts = {"files": [], **(e.report or {}), "error": e.message}
+            e.report = _assemble(cfg, info, parts, problems, files, time.perf_counter() - started)
+            raise
         shutil.rmtree(work)
         seconds = time.perf_counter() - started
         report = _assemble(cfg, info, parts, problems, files, seconds)

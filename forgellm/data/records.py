@@ -120,6 +120,11 @@ class Problems:
         if seen < self.per_file_cap:
             self.items.append(Problem(file, what, fix, line))
 
+    def first_for(self, file: str) -> tuple[Problem | None, int]:
+        """The first problem recorded for `file` and how many there were in all."""
+        first = next((p for p in self.items if p.file == file), None)
+        return first, self._per_file.get(file, 0)
+
     def as_list(self) -> list[dict[str, Any]]:
         out = [p.as_dict() for p in self.items]
         for file, count in self._per_file.items():

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..paths import PROJECT_ROOT
+from .records import FileEntry, Problems
 
 SCHEMA_VERSION = 1
 HIST_BINS = 20
@@ -54,7 +55,7 @@ def display(value: Any) -> str:
         path = PROJECT_ROOT / path
     try:
         return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
+    except (ValueError, RuntimeError, OSError):  # outside the project, or a symbolic link loop (3.11 raises)
         return str(path)
 
 
@@ -95,6 +96,35 @@ def files_summary(files: list[dict[str, Any]]) -> dict[str, Any]:
         "skipped": len(skipped),
         "skipped_by_reason": dict(sorted(reasons.items())),
     }
+
+
+MAX_REJECTED_LISTED = 10  # files named in a "no usable data" message; the data report lists them all
+
+
+def rejected_files(files: list[FileEntry], problems: Problems) -> list[str]:
+    """One line per file that gave nothing usable, saying why: its skip reason, or its first problem.
+
+    For "no usable documents" messages, so the reasons are in the error itself, not only in a report.
+    """
+    if not files:
+        return ["no files found (files and folders whose names start with '.' are never read)"]
+    lines = []
+    for entry in files:
+        first, count = problems.first_for(entry.path)
+        if entry.status != "read":  # skipped while reading (not by its name or first bytes): the reader's fix
+            fix = f"; fix: {first.fix}" if first is not None and first.what == entry.reason else ""
+            lines.append(f"{display(entry.path)}: {entry.reason}{fix}")
+            continue
+        if first is None:
+            lines.append(f"{display(entry.path)}: read, but every record was empty or a duplicate")
+            continue
+        where = f"{display(entry.path)}:{first.line}" if first.line is not None else display(entry.path)
+        more = f" (and {count - 1} more problem(s) in this file)" if count > 1 else ""
+        lines.append(f"{where}: {first.what}{more}; fix: {first.fix}")
+    if len(lines) > MAX_REJECTED_LISTED:
+        rest = len(lines) - MAX_REJECTED_LISTED
+        lines = [*lines[:MAX_REJECTED_LISTED], f"... and {rest} more file(s): the data report lists them all"]
+    return lines
 
 
 def _reason_class(reason: str | None) -> str:
