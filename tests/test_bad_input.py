@@ -15,7 +15,6 @@ import gzip
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -380,16 +379,9 @@ def lora_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="module")
 def other_base(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model cut to 2 blocks: a base of another shape."""
-    import mlx.core as mx
+    from test_eval import two_layer_base
 
-    out = tmp_path_factory.mktemp("other") / "tiny-2-blocks"
-    shutil.copytree(tiny_model, out)
-    config = json.loads((out / "config.json").read_text())
-    (out / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 2}))
-    weights = mx.load(str(out / "model.safetensors"))
-    kept = {k: v for k, v in weights.items() if not k.startswith(("model.layers.2.", "model.layers.3."))}
-    mx.save_safetensors(str(out / "model.safetensors"), kept)
-    return out
+    return two_layer_base(tiny_model, tmp_path_factory.mktemp("other") / "tiny-2-blocks")
 
 
 ADAPTER_COMMANDS = {
