@@ -702,3 +702,14 @@ def test_start_refuses_data_outside_dataset_named_by_the_config_file_itself(monk
     with pytest.warns(UserWarning):
         message, _run = training._start("configs/escape.yaml", *form_dict(cfg).values())
     assert "dataset/" in message and "/etc" in message
+
+
+def test_the_estimate_beside_start_describes_the_form():
+    """Estimate memory answers for the run the form describes (a changed batch size changes the activations)."""
+    from forgellm.ui import training
+
+    base = TrainConfig(batch_size=2, max_seq_length=64)
+    small = training._estimate(choices.DEFAULTS_CHOICE, *form_dict(base).values())
+    large = training._estimate(choices.DEFAULTS_CHOICE, *form_dict(base, batch_size=16).values())
+    assert small.startswith("**Memory: about") and "activations (2 x 64 tokens)" in small and "fits in" in small
+    assert "activations (16 x 64 tokens)" in large and small != large
