@@ -6,8 +6,12 @@ start `python -m forgellm train --run-dir RUN` (or `--resume RUN`) on that folde
 one process or an `mlx.launch` rank, reads its config from the folder and nothing else. The trainer
 that writes a folder holds its `trainer.lock`, so two can never write one folder.
 
+The app's Start refuses a second start of the same unnamed config while the first one's trainer still
+starts or runs (a double click, two browser tabs); a named run's folder is created once whoever asks.
+
 Stopping signals only the pid in status.json, and only after confirming that process still has the
-recorded start time and is a ForgeLLM trainer. Nothing here imports MLX or the training code.
+recorded start time and is a ForgeLLM trainer. The first Stop lets the trainer finish its step and save;
+a second ends it at once (see `forgellm.training.stopping`). Nothing here imports MLX or the training code.
 """
 
 from __future__ import annotations
@@ -64,15 +68,40 @@ class Launched:
     process: subprocess.Popen
 
 
+_start_lock = threading.Lock()  # one check-and-start at a time: two concurrent Starts cannot both pass the check
+_started_here: dict[str, Launched] = {}  # this process's unnamed starts, by `same_config_key`
+
+
 def start_in_background(cfg: TrainConfig) -> Launched:
     """Create the run folder for `cfg` and start its trainer detached (the app's Start button).
 
-    Detached (its own session, output appended to train.log) so that closing or restarting the app
-    never stops a run; the app re-attaches through the folder.
+    Detached (its own session, output appended to train.log) so that closing, killing or restarting the
+    app never stops a run; the app re-attaches through the folder.
+
+    Raises:
+        ForgeError: when the same config is already starting or running (`refuse_duplicate_start`), or
+            `cfg.run_name` names a folder that exists.
     """
-    run_dir = create_run(cfg)
+    with _start_lock:
+        _forget_ended_starts()
+        refuse_duplicate_start(cfg)
+        run_dir = create_run(cfg)
+        launched = Launched(run_dir, _spawn_detached(run_dir))
+        if cfg.run_name is None:
+            _started_here[same_config_key(cfg)] = launched
+    proc = launched.process
+    threading.Thread(target=_reap, args=(proc, run_dir), name=f"reap-{proc.pid}", daemon=True).start()
+    return launched
+
+
+def _forget_ended_starts() -> None:
+    for key in [key for key, launched in _started_here.items() if launched.process.poll() is not None]:
+        del _started_here[key]
+
+
+def _spawn_detached(run_dir: Path) -> subprocess.Popen:
     with open(run_dir / runs.LOG_FILE, "ab") as log:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             trainer_argv(run_dir, resume=False),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -81,8 +110,61 @@ def start_in_background(cfg: TrainConfig) -> Launched:
             env=trainer_env(),
             start_new_session=True,
         )
-    threading.Thread(target=_reap, args=(proc, run_dir), name=f"reap-{proc.pid}", daemon=True).start()
-    return Launched(run_dir, proc)
+
+
+def same_config_key(cfg: TrainConfig) -> str:
+    """What makes two starts "the same config": every resolved key (output_dir included) but run_name."""
+    return dump_yaml(dataclasses.replace(cfg, run_name=None))
+
+
+def refuse_duplicate_start(cfg: TrainConfig) -> None:
+    """Refuse to start an unnamed config whose earlier start is still starting or running.
+
+    Two Start clicks, or two browser tabs starting the same form, would otherwise train the same run
+    twice side by side (the same seed gives the same curve) and halve the speed of both. A named run
+    needs no check: its folder is created once, whoever asks, and the second start is refused there.
+    Set run_name, or change the seed, to train a config again alongside itself on purpose.
+
+    Raises:
+        ForgeError: naming the run that is already training this config.
+    """
+    if cfg.run_name is not None:
+        return
+    key = same_config_key(cfg)
+    twin = _live_start_here(key) or _running_run_with(cfg, key)
+    if twin is not None:
+        raise ForgeError(
+            f"this config is already being trained as run {twin.name} (starting or running); "
+            "a second Start would train it twice",
+            str(twin),
+            "wait for it to end or stop it; to train it again alongside, change the seed or set run_name",
+        )
+
+
+def _live_start_here(key: str) -> Path | None:
+    """The run this process started from the same config, while its trainer process lives (starting
+    included: it has written no status yet)."""
+    earlier = _started_here.get(key)
+    if earlier is None or earlier.process.poll() is not None:
+        return None
+    return earlier.run_dir
+
+
+def _running_run_with(cfg: TrainConfig, key: str) -> Path | None:
+    """A running run in the same runs folder trained with the same config: one started before the app
+    was restarted, from another app process, or by the CLI."""
+    from . import config
+
+    for run in runs.list_runs(run_parent(cfg)):
+        if run.state != "running":
+            continue
+        try:
+            theirs = config.load(run.path / runs.CONFIG_FILE)
+        except (ForgeError, OSError):  # unreadable: not provably the same config
+            continue
+        if same_config_key(theirs) == key:
+            return run.path
+    return None
 
 
 def _reap(proc: subprocess.Popen, run_dir: Path) -> None:
@@ -151,18 +233,53 @@ def trainer_pid(run_dir: Path) -> int | None:
 
 
 def stop(run_dir: Path, wait_s: float = 0.0) -> bool:
-    """Ask this run's trainer to finish its step, save and exit (SIGTERM). False when none is running."""
+    """Ask this run's trainer to finish its step, save and exit (SIGTERM); one already stopping ends at
+    once. False when none is running."""
     pid = trainer_pid(run_dir)
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:  # it ended between the check and the signal
+    if pid is None or not _sigterm(pid):
         return False
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and procs.pid_alive(pid):
         time.sleep(0.2)
     return True
+
+
+def _sigterm(pid: int) -> bool:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended between the check and the signal
+        return False
+    return True
+
+
+# What the app's Stop did (`request_stop`).
+NOT_RUNNING = "not running"
+STOPPING = "stopping"  # the trainer finishes its step, saves and exits
+ENDING_NOW = "ending now"  # it was already stopping: this second Stop ends it at once
+REPEATED = "repeated"  # this app signalled it a moment ago: a double click, not sent again
+
+# A Stop repeated sooner than this after this app's previous one is the same click, not a second Stop,
+# which would drop the step in progress and every step since the last checkpoint.
+REPEATED_STOP_S = 1.0
+_stop_lock = threading.Lock()
+_stops_sent: dict[tuple[int, str | None], float] = {}  # (pid, start time) -> when this process signalled it
+
+
+def request_stop(run_dir: Path) -> str:
+    """The app's Stop: one of NOT_RUNNING, STOPPING, ENDING_NOW or REPEATED (see their comments)."""
+    pid = trainer_pid(run_dir)
+    if pid is None:
+        return NOT_RUNNING
+    status = runs.read_status(run_dir)
+    key = (pid, status.pid_start)
+    with _stop_lock:
+        previous = _stops_sent.get(key)
+        if previous is not None and time.monotonic() - previous < REPEATED_STOP_S:
+            return REPEATED
+        if not _sigterm(pid):
+            return NOT_RUNNING
+        _stops_sent[key] = time.monotonic()
+    return ENDING_NOW if status.stopping_step is not None or previous is not None else STOPPING
 
 
 def require_running(run_dir: Path) -> int:

@@ -52,7 +52,9 @@ def status_summary(run: runs.RunSummary) -> str:
             if status.error
             else "No status yet (the trainer has not started writing)."
         )
-    parts = [f"**{run.state}**", f"step {status.step}/{status.total_steps or '?'}"]
+    stopping = run.state == "running" and status.stopping_step is not None
+    state = f"**stopping**: finishing step {status.stopping_step}" if stopping else f"**{run.state}**"
+    parts = [state, f"step {status.step}/{status.total_steps or '?'}"]
     if status.epoch is not None:
         parts.append(f"epoch {status.epoch:.2f}")
     if status.tokens_per_sec:
@@ -65,6 +67,8 @@ def status_summary(run: runs.RunSummary) -> str:
     if status.stop_reason:
         parts.append(f"stopped because: {status.stop_reason}")
     line = " · ".join(parts)
+    if stopping:
+        line += "\n\nThen it saves a checkpoint and exits. Stop again ends it now, without finishing that step."
     if run.state == "failed":
         line += f"\n\n**Error:** {status.error or 'no reason recorded (see the log)'}"
     if run.state == runs.DEAD:

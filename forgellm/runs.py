@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -88,6 +89,7 @@ class RunStatus:
     best_val_loss: float | None = None
     last_checkpoint: int | None = None
     stop_reason: str | None = None
+    stopping_step: int | None = None  # a Stop is pending: the trainer finishes this step, saves and exits
     error: str | None = None  # one line
     error_detail: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -192,6 +194,9 @@ class RunWriter:
     read_only: bool = False  # distributed ranks other than 0 keep time but write nothing
     _t0: float = field(default_factory=time.monotonic)
     _elapsed_offset: float = 0.0
+    # Status is written from two threads (the loop, and the stop watcher that marks a Stop at once): each
+    # change and its write happen under this lock, so no older snapshot can land after a newer one.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -207,11 +212,12 @@ class RunWriter:
         self._t0 = time.monotonic()
 
     def set_status(self, **changes: Any) -> None:
-        self.status.update(**changes)
-        if self.read_only:
-            return
-        self.status.updated_at = now_iso()
-        write_status(self.run_dir, self.status)
+        with self.lock:
+            self.status.update(**changes)
+            if self.read_only:
+                return
+            self.status.updated_at = now_iso()
+            write_status(self.run_dir, self.status)
 
     def log_metrics(self, record: MetricRecord) -> None:
         """Append one JSON line; a single write() keeps concurrent readers from seeing half a record."""

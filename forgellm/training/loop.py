@@ -103,6 +103,8 @@ class Trainer:
             stop = StopRequested()
             stop.install()
         self.stop = stop
+        self.step = 0
+        stop.attach(writer, lambda: self.step)  # a Stop says which step it waits for, or ends after
 
     # ---- setup -----------------------------------------------------------------------------------
 
@@ -188,7 +190,22 @@ class Trainer:
         self.writer.continue_from(state["elapsed_s"])
         if self.is_main:
             runs.truncate_metrics_after(self.run_dir, self.step)
+            self._repair_best_link()
         self.log(f"resumed from checkpoint {self.step} ({folder})")
+
+    def _repair_best_link(self) -> None:
+        """Point `best` where the restored state says the best checkpoint is.
+
+        A kill between writing a new best checkpoint and moving the link leaves `best` on an older one,
+        and retention, which spares only the linked one, would later delete the true best.
+        """
+        best = self.stopper.best_step
+        if best is None or runs.best_step(self.run_dir) == best:
+            return
+        if runs.is_complete_checkpoint(runs.checkpoint_dir(self.run_dir, best)):
+            checkpoints.set_best(self.run_dir, best)
+            self._status(best_step=best, best_val_loss=self.stopper.best_loss)
+            self.log(f"resume: checkpoints/best now points at checkpoint {best}, the best by validation loss")
 
     def _compile_step(self) -> None:
         model, optimizer, cfg = self.model, self.optimizer, self.cfg
@@ -299,7 +316,7 @@ class Trainer:
             if stopping:
                 stop_reason, final_state = f"stopped by {self.stop.signal_name}", "stopped"
                 break
-        self._status(state=final_state, stop_reason=stop_reason, ended_at=runs.now_iso(), pid=None)
+        self._status(state=final_state, stop_reason=stop_reason, stopping_step=None, ended_at=runs.now_iso(), pid=None)
         self.log(f"{final_state} at step {self.step}" + (f": {stop_reason}" if stop_reason else ""))
         return final_state
 
@@ -417,6 +434,7 @@ def fail(writer: runs.RunWriter, error: BaseException) -> None:
         state="failed",
         error=message.splitlines()[0] if message else type(error).__name__,
         error_detail=message,
+        stopping_step=None,
         ended_at=runs.now_iso(),
         pid=None,
     )

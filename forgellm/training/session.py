@@ -198,10 +198,12 @@ def _train_main(cfg: TrainConfig, run_dir: Path, resume: bool) -> int:
         error=None,
         error_detail=None,
         stop_reason=None,
+        stopping_step=None,  # a Stop pending when an earlier trainer of this folder was killed
         model=cfg.model,
         train_type=cfg.train_type,
         fine_tune_type=cfg.fine_tune_type,
     )
+    stop.attach(writer, lambda: 0)  # the Trainer attaches again once it counts steps
     try:
         return _train(cfg, writer, resume, stop)
     except (Exception, KeyboardInterrupt) as e:  # any failure is recorded in the run folder, then reported

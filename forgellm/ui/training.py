@@ -255,11 +255,22 @@ def _start(choice: str, *values: Any) -> tuple[str, Any]:
 
 @guarded(lambda error, *_inputs: error)
 def _stop(run_name: str | None) -> str:
-    """Ask the run's trainer to finish its step, save and exit; the status turns to 'stopped' then."""
+    """Ask the run's trainer to finish its step, save and exit; pressed again, it ends at once."""
     run_dir = choices.resolve_run(run_name)
-    if not launcher.stop(run_dir):
+    outcome = launcher.request_stop(run_dir)
+    if outcome == launcher.NOT_RUNNING:
         return f"**{run_name}** is not running (state: {runs.summarize(run_dir).state}); nothing to stop."
-    return f"Stop requested for **{run_name}**: the trainer finishes its current step, saves a checkpoint and exits."
+    if outcome == launcher.REPEATED:
+        return f"Stop was just requested for **{run_name}**. To end it at once, press Stop again in a moment."
+    if outcome == launcher.ENDING_NOW:
+        return (
+            f"Second Stop for **{run_name}**: the trainer ends now, without finishing its current step; "
+            "its last complete checkpoint is kept."
+        )
+    return (
+        f"Stop requested for **{run_name}**: the trainer finishes its current step, saves a checkpoint and exits. "
+        "Press Stop again to end it at once (that step is not saved)."
+    )
 
 
 def _status(run_name: str | None) -> Any:
