@@ -229,10 +229,10 @@ def _require_run_folder(path: Path, flag: str) -> Path:
 
 
 def _require_model(name: str) -> None:
-    """Find (or build, or fetch) the base model now, as the trainer would, so a missing one is a clear error."""
-    from .models.registry import resolve_model
+    """Check the base model's name now (without building or fetching it), so a typo is a clear error."""
+    from .models.registry import require_model
 
-    resolve_model(name)
+    require_model(name)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

@@ -43,8 +43,12 @@ def create_run(cfg: TrainConfig) -> Path:
     """Create the run folder for `cfg` (atomically; never an existing one) with its resolved config.yaml.
 
     Raises:
-        ForgeError: when `cfg.run_name` names a folder that already exists.
+        ForgeError: when `cfg.run_name` names a folder that already exists, or `cfg.model` names no model
+            (checked first, so a typo leaves no failed run folder behind).
     """
+    from .models.registry import require_model
+
+    require_model(cfg.model)
     run_dir = runs.create_run_dir(run_parent(cfg), cfg.run_name, runs.new_run_name(cfg.train_type, cfg.model))
     atomic.write_text(run_dir / runs.CONFIG_FILE, dump_yaml(dataclasses.replace(cfg, run_name=run_dir.name)))
     return run_dir

@@ -136,9 +136,27 @@ def resolve_model(name: str) -> Path:
     under models/; anything else shaped `org/name` is fetched from the Hub.
     """
     name = name.strip()
+    require_model(name)
     if name in BUILTINS or name in HUB_ALIASES:
         builtin = HUB_ALIASES.get(name, name)
         return _smollm_from_hub(builtin) or ensure_builtin(builtin)
+    candidate = local_folder(name)
+    if candidate is not None:
+        return candidate.resolve()
+    return _download(name)
+
+
+def require_model(name: str) -> None:
+    """Check that `resolve_model(name)` has something to find, without building or downloading it (a
+    built-in is built and a Hub id fetched later, by the trainer, in the run folder's log).
+
+    Raises:
+        ForgeError: as `resolve_model` does for a folder without config.json or a name that is none of
+            a built-in, a folder and a Hub id.
+    """
+    name = name.strip()
+    if name in BUILTINS or name in HUB_ALIASES:
+        return
     candidate = local_folder(name)
     if candidate is not None:
         if not (candidate / "config.json").is_file():
@@ -147,9 +165,9 @@ def resolve_model(name: str) -> Path:
                 str(candidate),
                 "point at an mlx-lm/HF model folder",
             )
-        return candidate.resolve()
+        return
     if looks_like_hub_id(name):
-        return _download(name)
+        return
     raise ForgeError(
         f"model {name!r} not found",
         "model",
