@@ -336,6 +336,9 @@ def test_a_run_whose_data_is_all_rejected_says_why_per_file(tmp_path: Path, tiny
     (run_dir,) = (tmp_path / "runs").iterdir()
     detail = json.loads((run_dir / "status.json").read_text())["error_detail"]
     assert "a.txt: binary file" in detail and "b.jsonl:1: not valid JSON" in detail
+    report = json.loads((run_dir / "data_report.json").read_text())  # what was read, in the run folder too
+    assert "a.txt" in json.dumps(report) and "b.jsonl" in json.dumps(report)
+    assert "Traceback" not in proc.stderr and "a.txt: binary file" in (run_dir / "train.log").read_text()
 
 
 def test_data_prints_the_report_of_every_rejected_file(tmp_path: Path, tiny_model: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import traceback
 from functools import partial
@@ -26,7 +27,7 @@ from mlx.utils import tree_map
 from .. import runs
 from ..atomic import write_json, write_text
 from ..config import TrainConfig
-from ..errors import ForgeError
+from ..errors import DataError, ForgeError
 from . import checkpoints
 from .batches import BatchStream
 from .early_stopping import EarlyStopper
@@ -120,7 +121,12 @@ class Trainer:
         # Seeded after the base is built and loaded (both draw random numbers), so adapter init and
         # dropout depend on the seed alone, not on whether this run had to build its model first.
         mx.random.seed(cfg.seed)
-        prepared = prepare(cfg, self.tokenizer)
+        try:
+            prepared = prepare(cfg, self.tokenizer)
+        except DataError as e:  # no usable data: what was read, and why each file was rejected, stays in the run
+            if self.is_main and e.report:
+                write_json(self.run_dir / runs.DATA_REPORT_FILE, e.report)
+            raise
         self.train_split, self.val_split = prepared.train, prepared.val
         if self.is_main:
             write_json(self.run_dir / runs.DATA_REPORT_FILE, prepared.report)
@@ -427,8 +433,12 @@ def _ppl(loss: float) -> float:
 
 
 def fail(writer: runs.RunWriter, error: BaseException) -> None:
-    """Record a failure: one-line cause in status.json, the traceback in train.log (stderr)."""
-    traceback.print_exception(error)
+    """Record a failure: one-line cause in status.json; in train.log (stderr) the message of a user's mistake
+    (a ForgeError says what, where and how to fix), the traceback of anything else."""
+    if isinstance(error, ForgeError):
+        print(f"error: {error.message}", file=sys.stderr, flush=True)
+    else:
+        traceback.print_exception(error)
     message = error.message if isinstance(error, ForgeError) else f"{type(error).__name__}: {error}"
     writer.set_status(
         state="failed",
