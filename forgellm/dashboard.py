@@ -26,7 +26,7 @@ import yaml
 
 from . import charts, paths, runs
 from .errors import ForgeError
-from .metric_columns import ColumnBuilder, MetricColumns, as_columns, is_usable
+from .metric_columns import ColumnBuilder, MetricColumns, as_columns, is_usable, is_usable_row
 from .run_summary import format_duration
 from .runs import MetricRecord, RunStatus, TrainRecord, ValRecord
 
@@ -46,12 +46,17 @@ def parse_metric_lines(chunk: bytes) -> list[MetricRecord]:
     A usable record has a known `split`, a numeric `step` and a numeric `loss`; anything else (a disk
     fault, a hand edit, a kind of record this version does not know) is left out, as a torn line is.
     """
-    records: list[MetricRecord] = []
-    for data in _parsed_lines(chunk.decode("utf-8", errors="replace").split("\n")):
-        record = _record(data) if isinstance(data, dict) else None
-        if record is not None and is_usable(record):
-            records.append(record)
-    return records
+    records = (_record(row) for row in parse_metric_rows(chunk))
+    return [record for record in records if record is not None and is_usable(record)]
+
+
+def parse_metric_rows(chunk: bytes) -> list[dict[str, Any]]:
+    """The usable metrics.jsonl objects of whole lines, as parsed (a known split, a finite step, a loss)."""
+    return [
+        row
+        for row in _parsed_lines(chunk.decode("utf-8", errors="replace").split("\n"))
+        if isinstance(row, dict) and is_usable_row(row)
+    ]
 
 
 def _parsed_lines(lines: list[str]) -> list[Any]:
@@ -61,7 +66,7 @@ def _parsed_lines(lines: list[str]) -> list[Any]:
     100,000-line file reads about 3x faster). Only when that fails (some line is not JSON) is each line
     parsed alone, to keep the good ones.
     """
-    kept = [line for line in lines if line.strip()]
+    kept = [line for line in lines if line]  # a blank-but-spaces line fails the fast path: then line by line
     try:
         values = json.loads("[" + ",".join(kept) + "]")
         if len(values) == len(kept):  # a line like `1, 2` would add values: then parse line by line
@@ -69,7 +74,7 @@ def _parsed_lines(lines: list[str]) -> list[Any]:
     except (json.JSONDecodeError, RecursionError):
         pass
     values = []
-    for line in kept:
+    for line in (line for line in kept if line.strip()):
         try:
             values.append(json.loads(line))
         except (json.JSONDecodeError, RecursionError):  # garbage, or absurdly deep nesting
@@ -95,12 +100,12 @@ class _CachedRun:
     lock: threading.Lock = field(default_factory=threading.Lock)
     identity: tuple[int, int] | None = None
     offset: int = 0
-    records: list[MetricRecord] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # usable lines as parsed; records made on request
     columns: ColumnBuilder = field(default_factory=ColumnBuilder)
 
     def restart(self, identity: tuple[int, int] | None) -> None:
         # New containers, not cleared ones: lists and snapshots already handed out stay as they were.
-        self.identity, self.offset, self.records, self.columns = identity, 0, [], ColumnBuilder()
+        self.identity, self.offset, self.rows, self.columns = identity, 0, [], ColumnBuilder()
 
 
 class MetricsCache:
@@ -122,7 +127,9 @@ class MetricsCache:
         cached = self._cached(run_dir)
         with cached.lock:
             self._read_new_lines(cached, Path(run_dir) / runs.METRICS_FILE)
-            return list(cached.records)
+            rows = list(cached.rows)
+        records = (_record(row) for row in rows)  # built here: the dashboard's refresh needs only columns
+        return [record for record in records if record is not None]
 
     def columns(self, run_dir: Path) -> MetricColumns:
         """The run's records as columns (a snapshot: later reads do not change it)."""
@@ -165,9 +172,9 @@ class MetricsCache:
         if whole == 0:
             return
         cached.offset += whole
-        new = parse_metric_lines(chunk[:whole])
-        cached.records.extend(new)
-        cached.columns.extend(new)
+        new = parse_metric_rows(chunk[:whole])
+        cached.rows.extend(new)
+        cached.columns.extend_rows(new)
 
 
 # ---- cards -----------------------------------------------------------------------------------------
