@@ -11,8 +11,10 @@
    the same prompt got alone before the load started. Reported: errors, p50/p95 time to first token (from
    the request to the first streamed text, queueing included) and p50/p95 tokens/s of the replies.
 2. Soak: for `--soak-minutes`, one client chats continuously while another calls the Monitoring tab's
-   refresh on a run folder every 2 s (as an open browser tab does); the app process's resident memory
-   (VmRSS) is sampled every 10 s. Reported: RSS at the start of the soak, at each quarter and at the end.
+   refresh on a run folder every 2 s; with `--train`, a long run of the tiny model trains meanwhile (so
+   every refresh has new metrics), and with `--browser`, headless Chromium keeps the app open on the
+   Monitoring tab following that run (its own 2 s timer). The app process's resident memory (VmRSS) is
+   sampled every 10 s. Reported: RSS at the start of the soak, at each quarter and at the end.
 """
 
 from __future__ import annotations
@@ -183,6 +185,31 @@ def soak(url: str, pid: int, args, run_name: str | None) -> None:
     print("  app RSS: " + ", ".join(f"{t / 60:.1f} min {mb:.0f} MB" for t, mb in marks))
 
 
+def start_training(run_name: str) -> Path:
+    """A long tiny-model run in FORGELLM_HOME's runs/ (stopped when the soak ends)."""
+    import subprocess
+
+    sets = ["iters=1000000", "save_every=100000", "steps_per_eval=500", "val_batches=1", f"run_name={run_name}"]
+    argv = [sys.executable, "-m", "forgellm", "train", "configs/cpt-tiny.yaml"]
+    argv += [arg for item in sets for arg in ("--set", item)]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return Path(proc.stdout.readline().strip())
+
+
+def open_browser(url: str):
+    """Headless Chromium on the app's Monitoring tab (returns what to close)."""
+    from playwright.sync_api import sync_playwright
+
+    driver = sync_playwright().start()
+    browser = driver.chromium.launch(
+        executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--disable-gpu"]
+    )
+    page = browser.new_page()
+    page.goto(url, wait_until="load")
+    page.get_by_role("tab", name="Monitoring").click()
+    return driver, browser
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -191,18 +218,33 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--soak-minutes", type=float, default=5.0)
     parser.add_argument("--run", help="a run under runs/ for the soak's dashboard refreshes (default: the newest)")
+    parser.add_argument("--train", action="store_true", help="train a long tiny-model run during the soak")
+    parser.add_argument("--browser", action="store_true", help="keep Chromium open on Monitoring during the soak")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}")
     listed = choices.run_choices()
     run_name = args.run or (listed[0][1] if listed else None)
+    trained = browser = None
+    if args.train and args.soak_minutes > 0:  # before the app starts: its run list (and API choices) holds it
+        trained = start_training(f"soak-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_name = trained.name
     port = free_port()
     proc = launch_app(port)
     url = f"http://127.0.0.1:{port}"
     try:
         load_test(url, args)
         if args.soak_minutes > 0:
+            if args.browser:
+                browser = open_browser(url)
             soak(url, proc.pid, args, run_name)
     finally:
+        if browser is not None:
+            browser[1].close()
+            browser[0].stop()
+        if trained is not None:
+            from forgellm import launcher
+
+            launcher.stop(trained, wait_s=60)
         proc.terminate()
         proc.wait(timeout=30)
 
