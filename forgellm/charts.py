@@ -281,29 +281,6 @@ def throughput_memory_figure(records: Metrics) -> go.Figure:
     return fig
 
 
-def throughput_figure(records: Metrics) -> go.Figure:
-    """Tokens per second (left axis) and learning rate (right axis) against step, from train records."""
-    train = as_columns(records).train
-    tps_steps, tps = train.finite("tokens_per_sec")
-    lr_steps, lr = train.finite("lr")
-    if not len(tps_steps) and not len(lr_steps):
-        return _empty("Throughput and learning rate")
-    fig = go.Figure()
-    if len(tps_steps):
-        fig.add_trace(_line(tps_steps, tps, "tokens/s"))
-    if len(lr_steps):
-        fig.add_trace(_line(lr_steps, lr, "learning rate", yaxis="y2", line=dict(dash="dot")))
-    fig.update_layout(
-        title="Throughput and learning rate",
-        xaxis_title="step",
-        height=_HEIGHT,
-        yaxis=dict(title="tokens/s", rangemode="tozero"),
-        yaxis2=dict(title="learning rate", overlaying="y", side="right", exponentformat="e", showgrid=False),
-        **{**_LAYOUT, "margin": dict(_LAYOUT["margin"], r=60)},
-    )
-    return fig
-
-
 def overlay_figure(
     title: str, y_title: str, series: Sequence[tuple[str, np.ndarray, np.ndarray]], log_y: bool = False
 ) -> go.Figure:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from forgellm import charts
+from forgellm import charts, runs
 from forgellm.runs import record_from_dict
 
 
@@ -85,15 +85,19 @@ def test_non_finite_and_repeated_steps():
 
 
 def test_empty_records_give_a_placeholder():
-    for fig in (charts.loss_figure([]), charts.throughput_figure([])):
+    for fig in (charts.loss_figure([]), charts.throughput_memory_figure([])):
         assert len(fig.data) == 0 and fig.layout.annotations
 
 
-def test_throughput_figure_puts_lr_on_second_axis():
-    fig = charts.throughput_figure(_records(100))
-    tps, lr = _trace(fig, "tokens/s"), _trace(fig, "learning rate")
-    assert len(tps.x) == len(lr.x) == 100
-    assert lr.yaxis == "y2" and fig.layout.yaxis2.overlaying == "y"
+def test_throughput_figure_puts_memory_on_second_axis_and_lr_has_its_own():
+    records = [
+        runs.TrainRecord(step=s, loss=1.0, lr=1e-3, tokens_per_sec=900.0, peak_memory_gb=0.5) for s in range(1, 101)
+    ]
+    fig = charts.throughput_memory_figure(records)
+    tps, memory = _trace(fig, "tokens/s"), _trace(fig, "peak memory (GB)")
+    assert len(tps.x) == len(memory.x) == 100
+    assert memory.yaxis == "y2" and fig.layout.yaxis2.overlaying == "y"
+    assert len(_trace(charts.learning_rate_figure(records), "learning rate").x) == 100
 
 
 def test_length_histogram():

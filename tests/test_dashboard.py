@@ -228,7 +228,6 @@ def test_legends_sit_below_the_plot_not_on_the_title() -> None:
         charts.perplexity_figure(records),
         charts.learning_rate_figure(records),
         charts.throughput_memory_figure(records),
-        charts.throughput_figure(records),
     ):
         assert fig.layout.title.text and fig.layout.legend.y < 0 and fig.layout.legend.yanchor == "top"
 
