@@ -334,15 +334,29 @@ def test_diverging_loss_fails_the_run_with_a_hint(tiny_model: Path, tmp_path: Pa
     status = runs.read_status(run_dir)
     assert proc.returncode != 0 and status.state == "failed"
     assert "loss became" in status.error and "learning_rate" in status.error_detail
-    assert "Traceback" in (run_dir / "train.log").read_text()
+    log = (run_dir / "train.log").read_text()  # the message, with its fix; a user's mistake is no traceback
+    assert "loss became nan" in log and "lower learning_rate" in log and "Traceback" not in log
     saved = runs.checkpoint_steps(run_dir)
     assert saved and max(saved) == status.step - 1, (saved, status.step)  # every good step saved, no NaN weights
+
+
+def test_a_missing_model_is_refused_before_a_run_folder_exists(tmp_path: Path) -> None:
+    proc = run_cli(
+        "train",
+        "configs/cpt-tiny.yaml",
+        "--set",
+        "model=/no/such/model",
+        "--set",
+        f"output_dir={tmp_path}",
+        check=False,
+    )
+    assert proc.returncode != 0 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("model=/no/such/model", "not found"),
         ("batch_size=100000", "batch_size"),
         ("data=dataset/no-such-folder", "no-such-folder"),
     ],
