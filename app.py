@@ -28,6 +28,7 @@ from forgellm.models.registry import DOWNLOADS_ENV, hub_downloads_allowed  # noq
 from forgellm.paths import PROJECT_ROOT  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
+SESSION_CAPACITY = 256  # browser tabs and API sessions whose state is kept (the oldest is dropped beyond)
 DEFAULT_PORT = 7860
 AUTH_ENV = "FORGELLM_AUTH"  # user:password lines, for platforms that pass secrets as variables (Spaces)
 AUTH_FIX = (
@@ -169,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo = build_app()
         demo.queue().launch(
-            server_name=args.host, server_port=args.port, share=args.share, css=CSS, auth=logins or None
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            css=CSS,
+            auth=logins or None,
+            # Gradio keeps each session's state (~0.5 MB here, measured: every API call is a new session) up
+            # to this many sessions; its default of 10,000 lets memory grow by gigabytes under API use.
+            state_session_capacity=SESSION_CAPACITY,
         )
     except KeyboardInterrupt:
         pass  # a signal before the server was up: nothing to close
