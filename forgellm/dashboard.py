@@ -28,16 +28,12 @@ from . import charts, paths, runs
 from .errors import ForgeError
 from .metric_columns import ColumnBuilder, MetricColumns, as_columns, is_usable, is_usable_row
 from .run_summary import format_duration
-from .runs import MetricRecord, RunStatus, TrainRecord, ValRecord
+from .runs import MetricRecord, RunStatus
 
 DEFAULT_SMOOTHING = 0.6  # TensorBoard's default
 MISSING = "-"
 
 # ---- incremental metrics reading -------------------------------------------------------------------
-
-_RECORD_KINDS = {
-    cls.split: (cls, frozenset(f.name for f in dataclasses.fields(cls))) for cls in (TrainRecord, ValRecord)
-}
 
 
 def parse_metric_lines(chunk: bytes) -> list[MetricRecord]:
@@ -46,7 +42,7 @@ def parse_metric_lines(chunk: bytes) -> list[MetricRecord]:
     A usable record has a known `split`, a numeric `step` and a numeric `loss`; anything else (a disk
     fault, a hand edit, a kind of record this version does not know) is left out, as a torn line is.
     """
-    records = (_record(row) for row in parse_metric_rows(chunk))
+    records = (runs.record_from_dict(row) for row in parse_metric_rows(chunk))
     return [record for record in records if record is not None and is_usable(record)]
 
 
@@ -80,17 +76,6 @@ def _parsed_lines(lines: list[str]) -> list[Any]:
         except (json.JSONDecodeError, RecursionError):  # garbage, or absurdly deep nesting
             continue
     return values
-
-
-def _record(data: dict[str, Any]) -> MetricRecord | None:
-    kind = _RECORD_KINDS.get(data["split"]) if isinstance(data.get("split"), str) else None
-    if kind is None:
-        return None
-    cls, names = kind
-    try:
-        return cls(**{k: v for k, v in data.items() if k in names})
-    except TypeError:  # a required field is missing
-        return None
 
 
 @dataclass
@@ -128,7 +113,7 @@ class MetricsCache:
         with cached.lock:
             self._read_new_lines(cached, Path(run_dir) / runs.METRICS_FILE)
             rows = list(cached.rows)
-        records = (_record(row) for row in rows)  # built here: the dashboard's refresh needs only columns
+        records = (runs.record_from_dict(row) for row in rows)  # built here: the dashboard's refresh needs only columns
         return [record for record in records if record is not None]
 
     def columns(self, run_dir: Path) -> MetricColumns:
