@@ -14,7 +14,9 @@
    refresh on a run folder every 2 s; with `--train`, a long run of the tiny model trains meanwhile (so
    every refresh has new metrics), and with `--browser`, headless Chromium keeps the app open on the
    Monitoring tab following that run (its own 2 s timer). The app process's resident memory (VmRSS) is
-   sampled every 10 s. Reported: RSS at the start of the soak, at each quarter and at the end.
+   sampled every 10 s. Reported: RSS every `--report-every` minutes and its least-squares growth in MB/min
+   over the soak's second half (flat is about 0: Gradio keeps the state of at most 256 sessions, and each
+   HTTP API call is a new session, so memory rises for the first few hundred calls, then stays).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ PROMPTS = [
     "What is pollen?",
     "When do bees swarm?",
 ]
+
+
+SAMPLE_EVERY_S = 10
 
 
 def rss_mb(pid: int) -> float:
@@ -153,11 +158,12 @@ def soak(url: str, pid: int, args, run_name: str | None) -> None:
     stop = threading.Event()
     samples: list[tuple[float, float]] = []
 
+    turns, refreshes = [0], [0]
+
     def chatter() -> None:
-        i = 0
         while not stop.is_set():
-            turn(url, args.model, PROMPTS[i % len(PROMPTS)], [], args.tokens)
-            i += 1
+            turn(url, args.model, PROMPTS[turns[0] % len(PROMPTS)], [], args.tokens)
+            turns[0] += 1
 
     def dashboard() -> None:
         while run_name and not stop.is_set():
@@ -166,6 +172,7 @@ def soak(url: str, pid: int, args, run_name: str | None) -> None:
                 with http.stream("GET", f"{url}/gradio_api/call/_show_now/{event['event_id']}") as answer:
                     for _ in answer.iter_lines():
                         pass
+            refreshes[0] += 1
             stop.wait(2.0)
 
     workers = [threading.Thread(target=chatter), threading.Thread(target=dashboard)]
@@ -175,14 +182,27 @@ def soak(url: str, pid: int, args, run_name: str | None) -> None:
     end = start + args.soak_minutes * 60
     while time.monotonic() < end:
         samples.append((time.monotonic() - start, rss_mb(pid)))
-        time.sleep(10)
+        time.sleep(SAMPLE_EVERY_S)
     samples.append((time.monotonic() - start, rss_mb(pid)))
     stop.set()
     for w in workers:
         w.join()
-    marks = [samples[round(q * (len(samples) - 1))] for q in (0, 0.25, 0.5, 0.75, 1.0)]
+    report_soak(samples, args, run_name, turns[0], refreshes[0])
+
+
+def report_soak(samples: list[tuple[float, float]], args, run_name: str | None, turns: int, refreshes: int) -> None:
+    """RSS every `--report-every` minutes, and its growth over the soak's second half (flat: about 0 MB/min)."""
     print(f"\nsoak: {args.soak_minutes} min of chat and a dashboard refresh every 2 s (run {run_name or 'none'})")
-    print("  app RSS: " + ", ".join(f"{t / 60:.1f} min {mb:.0f} MB" for t, mb in marks))
+    print(f"  {turns} chat turns and {refreshes} dashboard refreshes through the HTTP API")
+    step = max(1, round(args.report_every * 60 / SAMPLE_EVERY_S))
+    marks = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
+    print("  app RSS: " + ", ".join(f"{t / 60:.0f} min {mb:.0f} MB" for t, mb in marks))
+    half = [(t, mb) for t, mb in samples if t >= samples[-1][0] / 2]
+    if len(half) >= 2:
+        slope = statistics.linear_regression([t for t, _ in half], [mb for _, mb in half]).slope * 60
+        print(f"  second half: {half[0][1]:.0f} -> {half[-1][1]:.0f} MB, least-squares growth {slope:+.2f} MB/min")
+    if args.json:
+        args.json.write_text(json.dumps({"rss_samples_s_mb": samples, "turns": turns, "refreshes": refreshes}))
 
 
 def start_training(run_name: str) -> Path:
@@ -220,6 +240,9 @@ def main() -> None:
     parser.add_argument("--run", help="a run under runs/ for the soak's dashboard refreshes (default: the newest)")
     parser.add_argument("--train", action="store_true", help="train a long tiny-model run during the soak")
     parser.add_argument("--browser", action="store_true", help="keep Chromium open on Monitoring during the soak")
+    parser.add_argument("--report-every", type=float, default=5.0, help="minutes between the RSS figures printed")
+    parser.add_argument("--json", type=Path, help="write every RSS sample of the soak here")
+    parser.add_argument("--skip-load", action="store_true", help="only the soak")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}")
     listed = choices.run_choices()
@@ -232,7 +255,8 @@ def main() -> None:
     proc = launch_app(port)
     url = f"http://127.0.0.1:{port}"
     try:
-        load_test(url, args)
+        if not args.skip_load:
+            load_test(url, args)
         if args.soak_minutes > 0:
             if args.browser:
                 browser = open_browser(url)

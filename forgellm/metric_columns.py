@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
@@ -35,14 +36,13 @@ def is_usable_row(row: dict) -> bool:
 
 
 def _usable(step: object, loss: object) -> bool:
-    numbers = (int, float)
-    return (
-        isinstance(step, numbers)
-        and not isinstance(step, bool)
-        and math.isfinite(step)
-        and isinstance(loss, numbers)
-        and not isinstance(loss, bool)
-    )
+    # `type(...) in` rather than isinstance: bool is an int subclass, and this runs once per metrics line.
+    # A step must fit the int64 step column (a hand-edited 400-digit step is not a step).
+    return type(step) in _NUMBER_TYPES and -_STEP_LIMIT < step < _STEP_LIMIT and type(loss) in _NUMBER_TYPES
+
+
+_NUMBER_TYPES = (int, float)
+_STEP_LIMIT = 2**63
 
 
 @dataclass(frozen=True)
@@ -113,12 +113,15 @@ class _SplitBuilder:
         """As `extend`, from metrics.jsonl objects as parsed (no record objects: a first read of a long run
         builds its columns several times faster)."""
         if rows:
-            self._extend([int(r["step"]) for r in rows], {f: [r.get(f) for r in rows] for f in self.fields})
+            steps = np.fromiter(map(itemgetter("step"), rows), dtype=np.int64, count=len(rows))
+            self._extend_arrays(steps, {f: _row_floats(rows, f) for f in self.fields})
 
     def _extend(self, step_list: list[int], field_lists: dict[str, list]) -> None:
-        steps = np.array(step_list, dtype=np.int64)
+        self._extend_arrays(np.array(step_list, dtype=np.int64), {f: _floats(field_lists[f]) for f in self.fields})
+
+    def _extend_arrays(self, steps: np.ndarray, columns: dict[str, np.ndarray]) -> None:
         kept = _not_superseded(steps)
-        values = {f: _floats(field_lists[f])[kept] for f in self.fields}
+        values = {f: columns[f][kept] for f in self.fields}
         # Rows at or after the batch's lowest step are superseded by it (a resume logging steps again).
         start = int(np.searchsorted(self._step[: self._n], steps.min(), side="left"))
         if start < self._n:
@@ -179,13 +182,25 @@ def _floats(values: list) -> np.ndarray:
     """Floats with None (not reported) as NaN, as is a value that cannot be read as a number (a hand edit)."""
     try:
         return np.array(values, dtype=float)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return np.array([_float_or_nan(v) for v in values], dtype=float)
+
+
+def _row_floats(rows: Sequence[dict], field: str) -> np.ndarray:
+    """One field of every row as floats, NaN where absent or not a number."""
+    try:  # the common case, every row has the field as a number: no per-row Python code but the lookup
+        values = np.fromiter(map(itemgetter(field), rows), dtype=float, count=len(rows))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return _floats([row.get(field) for row in rows])
+    return values
 
 
 def _float_or_nan(value: object) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            return math.nan
     return math.nan
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, charts, runs
-from .dashboard import DEFAULT_SMOOTHING, Dashboard, MetricsCache, build_dashboard
+from .dashboard import DEFAULT_SMOOTHING, Dashboard, build_dashboard, read_records
 from .metric_columns import MetricColumns
 from .publish import png
 from .runs import MetricRecord
@@ -54,7 +54,7 @@ def export_report(run_dir: Path, out_dir: Path, smoothing: float = DEFAULT_SMOOT
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     _refuse_foreign(out_dir)
-    records = MetricsCache().records(run_dir)
+    records = read_records(run_dir)
     columns = MetricColumns.from_records(records)
     board = build_dashboard(run_dir, columns, smoothing=smoothing)
     files = {

@@ -30,29 +30,33 @@ def _steps(records) -> list[int]:
     return [r.step for r in records]
 
 
+def _train(cache: dashboard.MetricsCache, run_dir: Path) -> list[tuple[int, float]]:
+    columns = cache.columns(run_dir).train
+    return list(zip(columns.step.tolist(), columns["loss"].tolist(), strict=True))
+
+
 def test_only_lines_appended_since_the_last_read_are_read(tmp_path: Path) -> None:
     write_run(tmp_path, [train(1, 3.0), train(2, 2.9), train(3, 2.8)])
     cache = dashboard.MetricsCache()
-    assert _steps(cache.records(tmp_path)) == [1, 2, 3]
+    assert _train(cache, tmp_path) == [(1, 3.0), (2, 2.9), (3, 2.8)]
     # Change an early line in place (same size, same file): a cache that re-read everything would see it.
     path = tmp_path / runs.METRICS_FILE
     path.write_bytes(path.read_bytes().replace(b'"loss": 3.0', b'"loss": 7.0'))
     _append(tmp_path, metrics_text([train(4, 2.7), val(4, 2.75)]))
-    records = cache.records(tmp_path)
-    assert _steps(records) == [1, 2, 3, 4, 4] and records[0].loss == 3.0 and records[-1].split == "val"
-    assert dashboard.MetricsCache().records(tmp_path)[0].loss == 7.0  # the edit was real; a new cache reads it
+    assert _train(cache, tmp_path) == [(1, 3.0), (2, 2.9), (3, 2.8), (4, 2.7)]
+    assert list(cache.columns(tmp_path).val["loss"]) == [2.75]
+    assert _train(dashboard.MetricsCache(), tmp_path)[0] == (1, 7.0)  # the edit was real; a new cache reads it
+    assert _steps(dashboard.read_records(tmp_path)) == [1, 2, 3, 4, 4]
 
 
 def test_a_torn_last_line_is_read_once_it_is_complete(tmp_path: Path) -> None:
     write_run(tmp_path, [train(1, 3.0)])
     _append(tmp_path, '{"step": 2, "split": "train", "lo')
     cache = dashboard.MetricsCache()
-    assert _steps(cache.records(tmp_path)) == [1]
-    assert len(cache.columns(tmp_path).train) == 1
+    assert _train(cache, tmp_path) == [(1, 3.0)] and _steps(dashboard.read_records(tmp_path)) == [1]
     _append(tmp_path, 'ss": 2.5}\n')
-    records = cache.records(tmp_path)
-    assert _steps(records) == [1, 2] and records[1].loss == 2.5
-    assert list(cache.columns(tmp_path).train["loss"]) == [3.0, 2.5]
+    assert _train(cache, tmp_path) == [(1, 3.0), (2, 2.5)]
+    assert [(r.step, r.loss) for r in dashboard.read_records(tmp_path)] == [(1, 3.0), (2, 2.5)]
 
 
 def test_garbage_lines_are_skipped(tmp_path: Path) -> None:
@@ -70,36 +74,66 @@ def test_garbage_lines_are_skipped(tmp_path: Path) -> None:
     text = metrics_text([train(1, 3.0)]) + "\n".join(garbage) + "\n" + metrics_text([val(10, 2.0)])
     (tmp_path / runs.METRICS_FILE).write_bytes(text.encode() + b"\xff\xfe{bad utf-8}\n" + b'{"step": 11, "spl')
     cache = dashboard.MetricsCache()
-    records = cache.records(tmp_path)
+    records = dashboard.read_records(tmp_path)
     assert [(r.split, r.step, r.loss) for r in records] == [("train", 1, 3.0), ("val", 10, 2.0)]
     columns = cache.columns(tmp_path)
     assert list(columns.train.step) == [1] and list(columns.val.step) == [10]
 
 
+def test_warming_reads_runs_in_the_background_before_their_first_refresh(tmp_path: Path) -> None:
+    warm_run, cold_run = tmp_path / "warm", tmp_path / "cold"
+    for run_dir in (warm_run, cold_run):
+        write_run(run_dir, [train(1, 3.0), train(2, 2.0)])
+    cache = dashboard.MetricsCache()
+    cache.warm([warm_run, tmp_path / "removed-meanwhile"]).join(timeout=30)
+    for run_dir in (warm_run, cold_run):  # an in-place edit is seen only by a run not read yet
+        path = run_dir / runs.METRICS_FILE
+        path.write_bytes(path.read_bytes().replace(b'"loss": 3.0', b'"loss": 7.0'))
+    assert _train(cache, warm_run) == [(1, 3.0), (2, 2.0)]
+    assert _train(cache, cold_run) == [(1, 7.0), (2, 2.0)]
+
+
+def test_numbers_beyond_any_float_or_step_are_read_without_crashing(tmp_path: Path) -> None:
+    huge = "1" + "0" * 400  # valid JSON; no float holds it
+    lines = [
+        f'{{"step": {huge}, "split": "train", "loss": 1.0}}',  # not a step
+        '{"step": 1e300, "split": "train", "loss": 1.0}',  # finite, but no int64 step
+        f'{{"step": 2, "split": "train", "loss": 2.0, "lr": {huge}}}',
+        '{"step": 3, "split": "train", "loss": NaN, "lr": 0.001}',  # a diverged step, as Python writes it
+    ]
+    (tmp_path / runs.METRICS_FILE).write_text("\n".join(lines) + "\n")
+    train_columns = dashboard.MetricsCache().columns(tmp_path).train
+    assert train_columns.step.tolist() == [2, 3]
+    assert math.isnan(train_columns["lr"][0]) and train_columns["lr"][1] == 0.001
+    assert train_columns["loss"][0] == 2.0 and math.isnan(train_columns["loss"][1])
+    assert _steps(dashboard.read_records(tmp_path)) == [2, 3]
+
+
 def test_a_resumed_run_is_read_again_from_the_start(tmp_path: Path) -> None:
     write_run(tmp_path, [train(s, 3.0 - s / 10) for s in range(1, 11)])
     cache = dashboard.MetricsCache()
-    assert len(cache.records(tmp_path)) == 10
+    assert len(cache.columns(tmp_path).train) == 10
     runs.truncate_metrics_after(tmp_path, 5)  # what `train --resume` from checkpoint 5 does: a new file
     _append(tmp_path, metrics_text([train(s, 9.0) for s in (6, 7)]))
-    records = cache.records(tmp_path)
-    assert _steps(records) == [1, 2, 3, 4, 5, 6, 7] and records[-1].loss == 9.0
-    assert list(cache.columns(tmp_path).train["loss"][-2:]) == [9.0, 9.0]
+    trained = _train(cache, tmp_path)
+    assert [s for s, _ in trained] == [1, 2, 3, 4, 5, 6, 7] and [loss for _, loss in trained[-2:]] == [9.0, 9.0]
     # Shrunk in place (same file): read again too.
     with open(tmp_path / runs.METRICS_FILE, "r+") as f:
         f.truncate(0)
     _append(tmp_path, metrics_text([train(1, 5.0)]))
-    assert [(r.step, r.loss) for r in cache.records(tmp_path)] == [(1, 5.0)]
+    assert _train(cache, tmp_path) == [(1, 5.0)]
 
 
-def test_records_handed_out_do_not_change_on_later_reads(tmp_path: Path) -> None:
+def test_columns_handed_out_do_not_change_on_later_reads(tmp_path: Path) -> None:
     write_run(tmp_path, [train(1, 3.0), train(2, 2.0)])
     cache = dashboard.MetricsCache()
-    before, columns = cache.records(tmp_path), cache.columns(tmp_path)
+    columns = cache.columns(tmp_path)
     runs.truncate_metrics_after(tmp_path, 1)
     _append(tmp_path, metrics_text([train(2, 8.0), train(3, 7.0)]))
     assert list(cache.columns(tmp_path).train["loss"]) == [3.0, 8.0, 7.0]
-    assert [r.loss for r in before] == [3.0, 2.0] and list(columns.train["loss"]) == [3.0, 2.0]
+    assert list(columns.train["loss"]) == [3.0, 2.0]
+    _append(tmp_path, metrics_text([train(4, 6.0)]))  # grown in place this time: the snapshot still holds
+    assert list(cache.columns(tmp_path).train["loss"]) == [3.0, 8.0, 7.0, 6.0] and len(columns.train) == 2
 
 
 def test_several_threads_read_while_the_trainer_appends(tmp_path: Path) -> None:
@@ -118,10 +152,8 @@ def test_several_threads_read_while_the_trainer_appends(tmp_path: Path) -> None:
     def reader() -> None:
         try:
             for _ in range(200):
-                steps = _steps(cache.records(tmp_path))
-                columns = cache.columns(tmp_path)
+                steps = cache.columns(tmp_path).train.step.tolist()
                 assert steps == list(range(1, len(steps) + 1))
-                assert list(columns.train.step) == list(range(1, len(columns.train) + 1))
                 seen.append(len(steps))
         except AssertionError as e:  # surfaced in the main thread below
             errors.append(e)
@@ -132,13 +164,13 @@ def test_several_threads_read_while_the_trainer_appends(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors
-    assert _steps(cache.records(tmp_path)) == list(range(1, total + 1))
+    assert cache.columns(tmp_path).train.step.tolist() == list(range(1, total + 1))
     assert len(set(seen)) > 1  # the readers did overlap with the writing
 
 
 def test_no_metrics_file_gives_no_records_and_no_data_figures(tmp_path: Path) -> None:
     cache = dashboard.MetricsCache()
-    assert cache.records(tmp_path) == [] and cache.columns(tmp_path).is_empty()
+    assert dashboard.read_records(tmp_path) == [] and cache.columns(tmp_path).is_empty()
     board = dashboard.refresh(tmp_path, cache)
     for fig in (board.loss, board.perplexity, board.learning_rate, board.throughput):
         assert len(fig.data) == 0 and fig.layout.annotations[0].text == "no data yet"
@@ -252,9 +284,8 @@ def test_cards_of_a_running_run(tmp_path: Path) -> None:
         eta_s=3725,
     )
     write_run(tmp_path, clean_curve(), status=status, checkpoints=(1000, 2000))
-    cache = dashboard.MetricsCache()
-    cards = dashboard.cards(tmp_path, cache.records(tmp_path), runs.read_status(tmp_path))
-    last_train = cache.records(tmp_path)[-2]
+    cards = dashboard.cards(tmp_path, dashboard.read_records(tmp_path), runs.read_status(tmp_path))
+    last_train = dashboard.read_records(tmp_path)[-2]
     assert cards.state == "running" and cards.step == "2,000 / 4,000" and cards.progress == 0.5
     assert cards.epoch == "2.00" and cards.train_loss == f"{last_train.loss:.4f}"
     val_loss = 1.5 + 2.0 * math.exp(-2000 / 800) + 0.01
@@ -269,7 +300,7 @@ def test_cards_of_a_running_run(tmp_path: Path) -> None:
 
 def test_cards_without_a_readable_status(tmp_path: Path) -> None:
     write_run(tmp_path, [train(10, 2.0)])
-    cards = dashboard.cards(tmp_path, dashboard.MetricsCache().records(tmp_path), None)
+    cards = dashboard.cards(tmp_path, dashboard.read_records(tmp_path), None)
     assert cards.state == "unknown" and cards.step == "10" and cards.progress == 0.0 and cards.eta == "-"
     (tmp_path / runs.STATUS_FILE).write_text("{not json")
     board = dashboard.refresh(tmp_path)
@@ -369,7 +400,7 @@ def test_top_checkpoints_ranked_by_their_validation_loss(tmp_path: Path) -> None
     records = [val(0, 4.0), val(100, 2.0), val(200, 1.5), val(250, 1.0), val(300, 1.7)]
     write_run(tmp_path, records, checkpoints=(100, 200, 300, 400))
     runs.checkpoint_dir(tmp_path, 250).mkdir()  # incomplete (no trainer_state.json): not offered
-    top = dashboard.top_checkpoints(tmp_path, dashboard.MetricsCache().records(tmp_path))
+    top = dashboard.top_checkpoints(tmp_path, dashboard.read_records(tmp_path))
     assert [(c.step, c.val_loss) for c in top] == [(200, 1.5), (300, 1.7), (100, 2.0)]
     assert top[0].path == runs.checkpoint_dir(tmp_path, 200) and top[0].path.is_dir()
     assert [c.step for c in dashboard.top_checkpoints(tmp_path, [], n=3)] == []

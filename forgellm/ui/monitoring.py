@@ -73,6 +73,7 @@ class MonitoringTab:
 def build(timer: gr.Timer, demo: gr.Blocks) -> MonitoringTab:
     """Lay out the Monitoring tab and wire the run picker, the periodic refresh, compare and actions."""
     listed = choices.run_choices()
+    METRICS.warm([paths.runs_dir() / name for _label, name in listed])  # the first look at a long run is instant
     with gr.Row():
         run = gr.Dropdown(listed, value=listed[0][1] if listed else None, label="run", info="Newest first.", scale=4)
         refresh = gr.Button("Refresh list", size="sm", scale=1)
