@@ -29,6 +29,7 @@ from forgellm.paths import PROJECT_ROOT  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
 SESSION_CAPACITY = 256  # browser tabs and API sessions whose state is kept (the oldest is dropped beyond)
+SESSIONS_ENV = "FORGELLM_MAX_SESSIONS"  # the same, for platforms that start `python app.py` without flags
 DEFAULT_PORT = 7860
 AUTH_ENV = "FORGELLM_AUTH"  # user:password lines, for platforms that pass secrets as variables (Spaces)
 AUTH_FIX = (
@@ -62,13 +63,38 @@ def parse_args(argv: list[str] | None = None, env: Mapping[str, str] = os.enviro
         action="store_true",
         help=f"let users download Hub models even when serving beyond this machine ({DOWNLOADS_ENV}=on)",
     )
+    parser.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"sessions (browser tabs, API clients) whose state is kept; beyond N the least recent is forgotten "
+        f"(default {SESSION_CAPACITY}, or {SESSIONS_ENV}; about 0.5 MB each)",
+    )
     args = parser.parse_args(argv)
+    args.max_sessions = _max_sessions(parser, args.max_sessions, env)
     args.host_from = f"--host {args.host}" if args.host else f"GRADIO_SERVER_NAME={env.get('GRADIO_SERVER_NAME')}"
     args.host = args.host or env.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
     args.port = args.port or int(env.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
     if args.auth_file is not None:
         args.auth_file = args.auth_file.resolve()  # main() changes the working directory
     return args
+
+
+def _max_sessions(parser: argparse.ArgumentParser, flag: int | None, env: Mapping[str, str]) -> int:
+    if flag is not None:
+        value, source = flag, "--max-sessions"
+    elif env.get(SESSIONS_ENV, "").strip():
+        source = SESSIONS_ENV
+        try:
+            value = int(env[SESSIONS_ENV])
+        except ValueError:
+            parser.error(f"{SESSIONS_ENV}={env[SESSIONS_ENV]!r} is not a whole number: set it to e.g. 256")
+    else:
+        return SESSION_CAPACITY
+    if value < 1:
+        parser.error(f"{source} {value}: keep at least 1 session (default {SESSION_CAPACITY})")
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -177,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             auth=logins or None,
             # Gradio keeps each session's state (~0.5 MB here, measured: every API call is a new session) up
             # to this many sessions; its default of 10,000 lets memory grow by gigabytes under API use.
-            state_session_capacity=SESSION_CAPACITY,
+            state_session_capacity=args.max_sessions,
         )
     except KeyboardInterrupt:
         pass  # a signal before the server was up: nothing to close

@@ -382,7 +382,7 @@ def test_repl_chats_streams_and_saves(tiny_model: Path, adapter: Path, tmp_path:
 # ---- many users at once ------------------------------------------------------------------------------
 
 
-def _launch_app(home: Path) -> tuple[subprocess.Popen, str]:
+def _launch_app(home: Path, *flags: str) -> tuple[subprocess.Popen, str]:
     import socket
     import time
     import urllib.request
@@ -392,7 +392,7 @@ def _launch_app(home: Path) -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     env = {**os.environ, "FORGELLM_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1"}
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port)],
+        [sys.executable, "app.py", "--port", str(port), *flags],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -465,6 +465,103 @@ def test_several_sessions_chat_at_once_each_with_its_own_history(forgellm_home: 
         ], f"session {i}"
     # The sessions really overlapped: some request was sent while another was still being answered.
     assert any(s2 < e1 and s1 < s2 for s1, e1 in spans for s2, _ in spans), spans
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the app's memory from /proc")
+def test_memory_stays_flat_under_chat_and_dashboard_refreshes(forgellm_home: Path, tiny_model: Path) -> None:
+    """A short soak (bench/chat_load_bench.py runs the long one): one client chats non-stop while another
+    refreshes the Monitoring dashboard through the HTTP API. Each API call is a new Gradio session, whose
+    state is ~0.5 MB in this app: with Gradio's default of keeping 10,000 sessions, the 150 calls measured
+    here would add ~75 MB. The app keeps at most --max-sessions (64 here; 256 by default), so once that
+    many calls were made, more leave its memory where it was."""
+    import threading
+
+    import httpx
+    from fake_runs import clean_curve, write_run
+
+    run_name, kept_sessions = "soak-memory-check", 64
+    completed = runs.RunStatus(state="completed", step=2000, total_steps=2000)
+    write_run(forgellm_home / "runs" / run_name, clean_curve(), status=completed)  # listed by the app at start
+    proc, url = _launch_app(forgellm_home, "--max-sessions", str(kept_sessions))
+    stop, chat_errors, turns = threading.Event(), [], [0]
+    settings = dataclasses.asdict(GREEDY)
+
+    def chatter() -> None:
+        data = ["The queen", [], [], False, "tiny", choices.NO_ADAPTER, None, "", "{{ messages[-1]['content'] }}"]
+        data += [settings[n] for n in chat.SETTING_FIELDS]
+        try:
+            with httpx.Client(trust_env=False, timeout=120) as http:
+                while not stop.is_set():
+                    _api_call(http, url, "_respond", data)
+                    turns[0] += 1
+                    stop.wait(0.5)  # a user reading the reply: the refreshes below get the CPU too
+        except Exception as e:  # noqa: BLE001 - reported by the test thread below
+            chat_errors.append(e)
+
+    def refreshes(count: int) -> None:
+        with httpx.Client(trust_env=False, timeout=120) as http:
+            for _ in range(count):
+                _api_call(http, url, "_show_now", [run_name, False, 0.6])
+
+    chat_thread = threading.Thread(target=chatter)
+    try:
+        chat_thread.start()
+        refreshes(kept_sessions + 36)  # every kept session slot filled
+        settled = _rss_mb(proc.pid)
+        refreshes(150)
+        grown = _rss_mb(proc.pid) - settled
+    finally:
+        stop.set()
+        chat_thread.join(timeout=120)
+        proc.terminate()
+        log = proc.communicate(timeout=30)[0].decode()
+        shutil.rmtree(forgellm_home / "runs" / run_name)
+    assert not chat_errors, f"{chat_errors!r}\n{log[-2000:]}"
+    assert turns[0] >= 3  # the chat went on throughout
+    assert grown < 25, f"the app's memory grew {grown:.0f} MB over 150 more calls (settled at {settled:.0f} MB)"
+    print(f"app RSS {settled:.0f} MB after {kept_sessions + 36} calls, {grown:+.1f} MB after 150 more")
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "kept"),
+    [
+        ([], {}, 256),
+        ([], {"FORGELLM_MAX_SESSIONS": "1000"}, 1000),
+        (["--max-sessions", "8"], {"FORGELLM_MAX_SESSIONS": "9"}, 8),
+    ],
+)
+def test_the_sessions_kept_come_from_the_flag_then_the_environment(flags, env, kept) -> None:
+    from test_security import _import_app
+
+    assert _import_app().parse_args(flags, env=env).max_sessions == kept
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "said"),
+    [(["--max-sessions", "0"], {}, "keep at least 1"), ([], {"FORGELLM_MAX_SESSIONS": "lots"}, "not a whole number")],
+)
+def test_a_bad_session_count_stops_the_app_with_how_to_fix_it(flags, env, said, capsys) -> None:
+    from test_security import _import_app
+
+    with pytest.raises(SystemExit) as stopped:
+        _import_app().parse_args(flags, env=env)
+    assert stopped.value.code == 2 and said in capsys.readouterr().err
+
+
+def _api_call(http, url: str, route: str, data: list) -> None:
+    """One call through Gradio's HTTP API (a new session each time, as any API client's), read to its end."""
+    event = http.post(f"{url}gradio_api/call/{route}", json={"data": data}).json()["event_id"]
+    with http.stream("GET", f"{url}gradio_api/call/{route}/{event}") as answer:
+        lines = list(answer.iter_lines())
+    if any(line.startswith("event: error") for line in lines):
+        raise AssertionError(f"{route} answered an error: {lines[-3:]}")
 
 
 # ---- a Hub id, downloaded -----------------------------------------------------------------------------
