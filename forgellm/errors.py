@@ -55,6 +55,23 @@ class DataError(ForgeError):
         self.report = report
 
 
+def custom_code_refusal(error: BaseException, folder: object, trusted_here: bool) -> ForgeError | None:
+    """The error to show when loading failed because a model ships its own code (transformers' `auto_map`),
+    which ForgeLLM never runs unless the user set `trust_remote_code`; None for any other failure."""
+    if "trust_remote_code" not in str(error):
+        return None
+    if trusted_here:
+        fix = (
+            "read the folder's *.py files; if you trust them, set trust_remote_code: true in the run's config "
+            "(Training tab: model and method)"
+        )
+    else:
+        fix = "chat, evaluation and publishing never run a model's own code: pick a model that loads without it"
+    return ForgeError(
+        "this model ships its own tokenizer or model code, which is not run unless allowed", str(folder), fix
+    )
+
+
 FILE, FOLDER, MISSING = "a file", "a folder", "missing"
 LINK_LOOP = "a symbolic link loop (the links point at each other)"
 _SPECIAL_FILES = {

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import paths, runs
 from .data.records import FileEntry, Problems, Split
-from .errors import ForgeError
+from .errors import ForgeError, custom_code_refusal
 
 DEFAULT_MAX_SEQ_LENGTH = 512  # windows for text evaluated without a run to take the length from
 ENCODE_BATCH_CHARS = 1 << 20  # text per tokenizer call
@@ -318,6 +318,9 @@ def load_model(model: str, adapter_dir: Path | None = None) -> tuple[Any, Any]:
     try:
         net, tokenizer = load(str(model_path), adapter_path=str(adapter_dir) if adapter_dir else None)
     except ValueError as e:  # mlx-lm's message for weights that do not match the model's shapes
+        refusal = custom_code_refusal(e, model_path, trusted_here=False)
+        if refusal:
+            raise refusal from e
         raise ForgeError(
             f"the adapter does not fit this base model: {e}",
             str(adapter_dir),

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runs
-from .errors import ForgeError
+from .errors import ForgeError, custom_code_refusal
 from .model_sources import resolve_chat_model
 
 _CACHE_SIZE = 2
@@ -311,6 +311,9 @@ def _load(model_path: Path, adapter_dir: Path | None) -> LoadedModel:
             str(model_path), adapter_path=str(adapter_dir) if adapter_dir else None, return_config=True
         )
     except ValueError as e:
+        refusal = custom_code_refusal(e, model_path, trusted_here=False)
+        if refusal:
+            raise refusal from e
         raise ForgeError(
             f"the adapter does not fit this base model: {e}",
             str(adapter_dir),

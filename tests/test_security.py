@@ -1,5 +1,5 @@
 """What the app lets a browser reach: a login beyond this machine, nothing outside the project's folders, Hub
-downloads only when allowed, and no shell anywhere.
+downloads only when allowed, no shell anywhere, and a model's own code run only when the user allows it.
 
 The launched-app test runs `python app.py` for real (from another working directory, with a login) and
 talks to it over HTTP as a browser would; the rest call the tab handlers and library functions directly.
@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT_ROOT
+from helpers import PROJECT_ROOT, run_cli
 
 from forgellm import choices, config, forms, paths
 from forgellm.errors import ForgeError
@@ -457,3 +457,54 @@ def test_the_shell_finder_finds_each_form(tmp_path, monkeypatch):
     )
     assert [use.split(" ", 1)[0] for use in _shell_uses(bad)] == ["bad.py:2", "bad.py:2", "bad.py:3", "bad.py:4",
                                                                   "bad.py:5"]  # fmt: skip
+
+
+# ---- 5. a model's own code runs only when the user sets trust_remote_code -------------------------------------
+
+
+@pytest.fixture
+def custom_code_model(tmp_path, tiny_model, monkeypatch) -> tuple[Path, Path]:
+    """The tiny model with a tokenizer class of its own (transformers' `auto_map`), whose module writes a
+    marker file when it is imported: the marker shows whether the model's code ever ran."""
+    folder, marker = tmp_path / "custom-code-model", tmp_path / "the-code-ran"
+    shutil.copytree(tiny_model, folder)
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config.update(
+        tokenizer_class="MarkerTokenizer", auto_map={"AutoTokenizer": [None, "marker_tokenizer.MarkerTokenizer"]}
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (folder / "marker_tokenizer.py").write_text(
+        "import os, pathlib\n"
+        "pathlib.Path(os.environ['FORGELLM_TEST_MARKER']).write_text('ran')\n"
+        "from transformers import PreTrainedTokenizerFast\n"
+        "class MarkerTokenizer(PreTrainedTokenizerFast):\n"
+        "    pass\n"
+    )
+    monkeypatch.setenv("FORGELLM_TEST_MARKER", str(marker))
+    return folder, marker
+
+
+def test_a_models_own_code_never_runs_unless_the_config_allows_it(custom_code_model):
+    from forgellm import evaluation, inference
+    from forgellm.data import pipeline
+    from forgellm.publish import fuse
+    from forgellm.training.model_setup import load_base
+
+    folder, marker = custom_code_model
+    loaders = {
+        "training": (lambda: load_base(folder), "trust_remote_code: true"),
+        "data preparation": (lambda: pipeline.load_tokenizer(config.TrainConfig(model=str(folder))), "trust_remote"),
+        "chat": (lambda: inference._load(folder, None), "never run a model's own code"),
+        "evaluation": (lambda: evaluation.load_model(str(folder)), "never run a model's own code"),
+        "publishing": (lambda: fuse._tokenizer_for(folder, {}, folder), "never run a model's own code"),
+    }
+    for name, (load, fix) in loaders.items():
+        with pytest.raises(ForgeError, match="ships its own") as refused:
+            load()
+        assert fix in refused.value.message, name
+        assert not marker.exists(), f"{name} ran the model's code"
+    result = run_cli("generate", "--model", str(folder), "--prompt", "Bees", "--max-tokens", "2", check=False)
+    assert result.returncode != 0 and "ships its own" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()
+    load_base(folder, trust_remote_code=True)  # what the user allows runs (and the marker can tell)
+    assert marker.read_text() == "ran"

@@ -11,7 +11,7 @@ from typing import Any
 from .. import paths
 from ..atomic import atomic_folder, require_replaceable, write_json
 from ..config import TrainConfig
-from ..errors import DataError, ForgeError
+from ..errors import DataError, ForgeError, custom_code_refusal
 from . import cache, cpt, ift
 from .ingest import as_paths, discover
 from .records import PreparedData, Problems
@@ -291,6 +291,9 @@ def load_tokenizer(cfg: TrainConfig) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=cfg.trust_remote_code)
     except Exception as e:  # noqa: BLE001 - transformers raises OSError, ValueError, HF hub errors...
+        refusal = custom_code_refusal(e, folder, trusted_here=True)
+        if refusal:
+            raise refusal from e
         raise ForgeError(
             f"cannot load the tokenizer of model {cfg.model!r} ({type(e).__name__}: {e})",
             str(folder),

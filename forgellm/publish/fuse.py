@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import runs
 from ..atomic import atomic_folder, fsync_files, require_replaceable
+from ..errors import custom_code_refusal
 from .files import FUSE_RECORD
 from .roundtrip import check_roundtrip, read_roundtrip
 
@@ -71,7 +72,13 @@ def _load_with_adapter(base: Path, ckpt: Path):
 def _tokenizer_for(base: Path, config: dict, ckpt: Path):
     from mlx_lm.utils import load_tokenizer
 
-    tokenizer = load_tokenizer(Path(base), eos_token_ids=config.get("eos_token_id"))
+    try:
+        tokenizer = load_tokenizer(Path(base), eos_token_ids=config.get("eos_token_id"))
+    except ValueError as e:
+        refusal = custom_code_refusal(e, base, trusted_here=False)
+        if refusal:
+            raise refusal from e
+        raise
     template = runs.run_chat_template(ckpt)
     if template:  # the template the run trained with travels with the model (ollama #6823)
         tokenizer._tokenizer.chat_template = template

@@ -13,7 +13,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..config import TrainConfig
-from ..errors import ForgeError
+from ..errors import ForgeError, custom_code_refusal
 from ..runs import ADAPTER_CONFIG_FILE, ADAPTER_FILE
 
 
@@ -24,6 +24,9 @@ def load_base(model_path: Path, trust_remote_code: bool = False) -> tuple[nn.Mod
     try:
         model, tokenizer = load(str(model_path), tokenizer_config={"trust_remote_code": trust_remote_code})
     except (ValueError, KeyError, FileNotFoundError) as e:
+        refusal = custom_code_refusal(e, model_path, trusted_here=True)
+        if refusal:
+            raise refusal from e
         raise ForgeError(
             f"could not load the model: {e}", str(model_path), "check that it is an mlx-lm/HF model folder"
         ) from e
