@@ -713,3 +713,28 @@ def test_the_estimate_beside_start_describes_the_form():
     large = training._estimate(choices.DEFAULTS_CHOICE, *form_dict(base, batch_size=16).values())
     assert small.startswith("**Memory: about") and "activations (2 x 64 tokens)" in small and "fits in" in small
     assert "activations (16 x 64 tokens)" in large and small != large
+
+
+def test_a_long_open_tab_keeps_only_the_apps_own_components():
+    """Gradio keeps the component it makes for each output update under a new id in the session's config
+    (a tab left on Monitoring grew ~2.5 MB a minute); each timer tick drops those, and only those."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from forgellm.ui import build_app
+    from forgellm.ui.common import forget_replaced_components
+
+    demo = build_app()
+    session = demo.state_holder["tab-1"]  # a browser session, as Gradio makes it on the first event
+    app_ids = set(session.blocks_config.blocks)
+    assert app_ids == set(demo.blocks)
+    made_for_updates = [gr.Markdown("step 10", render=False), gr.Dropdown(["a"], render=False)]
+    for component in made_for_updates:  # what Gradio's postprocessing leaves behind
+        session.blocks_config.blocks[component._id] = component
+        session.config_values[component._id] = {"props": {}}
+    assert forget_replaced_components(demo, SimpleNamespace(session_hash="tab-1")) == 4
+    assert set(session.blocks_config.blocks) == app_ids and set(session.config_values) <= app_ids
+    assert forget_replaced_components(demo, SimpleNamespace(session_hash="another-tab")) == 0  # never created
+    assert "another-tab" not in demo.state_holder
+    assert forget_replaced_components(demo, None) == 0

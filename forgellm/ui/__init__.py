@@ -20,7 +20,7 @@ import gradio as gr  # noqa: E402
 from .. import choices  # noqa: E402
 from ..publish import workflow  # noqa: E402
 from . import chat, dataset, models, monitoring, publishing, training  # noqa: E402
-from .common import CSS, choices_update  # noqa: E402
+from .common import CSS, choices_update, forget_replaced_components  # noqa: E402
 
 TITLE = "ForgeLLM"
 REFRESH_SECONDS = 2.0
@@ -57,7 +57,18 @@ def build_app() -> gr.Blocks:
             publish_tab.run, chat_tab.model, publish_tab.folder,
         ]  # fmt: skip
         seen = gr.State(None)
-        timer.tick(_sync_lists, [seen, *lists], [seen, *lists], show_progress="hidden")
+
+        def tick(
+            seen: tuple | None, train_run: str | None, past_run: str | None, monitor_run: str | None,
+            compared: list[str] | None, adapter: str | None, publish_run: str | None, chat_model: str | None,
+            folder: str | None, request: gr.Request,
+        ) -> list:  # fmt: skip
+            forget_replaced_components(demo, request)  # every tick: a long-open tab's memory stays flat
+            return _sync_lists(
+                seen, train_run, past_run, monitor_run, compared, adapter, publish_run, chat_model, folder
+            )
+
+        timer.tick(tick, [seen, *lists], [seen, *lists], show_progress="hidden")
         _wire_best_checkpoints(tabs, monitor_tab, chat_tab, publish_tab)
     return demo
 

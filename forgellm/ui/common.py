@@ -90,3 +90,29 @@ def guarded(on_error: Callable[..., Any]) -> Callable[[Callable[..., Any]], Call
         return call
 
     return wrap
+
+
+def forget_replaced_components(demo: gr.Blocks, request: gr.Request | None) -> int:
+    """Drop, from this browser session's state, the components Gradio made for earlier output updates.
+
+    Gradio 6 answers every output of an event (a `gr.skip()` included) with a new component that it also
+    keeps in the session's config under an id of its own, and never drops: a tab left open on Monitoring
+    while a run trained grew the app by ~2.5 MB a minute (bench/chat_load_bench.py, 12 components a
+    tick). The app has no dynamic (`gr.render`) components, so an id it does not have is one of those.
+    Returns how many were dropped; 0 when this Gradio keeps sessions some other way.
+    """
+    if request is None or not getattr(request, "session_hash", None):
+        return 0
+    try:
+        session = demo.state_holder.session_data.get(request.session_hash)
+        if session is None:
+            return 0
+        app_ids = demo.blocks.keys()
+        dropped = 0
+        for store in (session.blocks_config.blocks, session.config_values):
+            for key in [k for k in list(store) if k not in app_ids]:
+                if store.pop(key, None) is not None:
+                    dropped += 1
+        return dropped
+    except (AttributeError, TypeError, RuntimeError):  # another layout of Gradio's internals, or a race
+        return 0
