@@ -145,7 +145,7 @@ class MetricsCache:
     def warm(self, run_dirs: Sequence[Path]) -> threading.Thread:
         """Read the runs' metrics on a background thread, so that the first refresh of each finds them read.
 
-        A first read parses the whole file (about 0.3 s for 100,000 reports); a refresh asking for a run
+        A first read parses the whole file (0.3-0.5 s for 100,000 reports); a refresh asking for a run
         meanwhile waits for that run's read rather than reading it twice. At most `max_runs` are read.
         """
 

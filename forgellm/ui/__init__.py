@@ -63,7 +63,7 @@ def build_app() -> gr.Blocks:
             compared: list[str] | None, adapter: str | None, publish_run: str | None, chat_model: str | None,
             folder: str | None, request: gr.Request,
         ) -> list:  # fmt: skip
-            forget_replaced_components(demo, request)  # every tick: a long-open tab's memory stays flat
+            forget_replaced_components(demo, request)  # every tick: the largest growth of a long-open tab
             return _sync_lists(
                 seen, train_run, past_run, monitor_run, compared, adapter, publish_run, chat_model, folder
             )
