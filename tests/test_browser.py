@@ -102,7 +102,14 @@ def test_train_watch_stop_chat_fuse_and_push_in_a_browser(forgellm_home: Path, t
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.set_default_timeout(60_000)
                 page.goto(url, wait_until="load")  # never "networkidle": the 2 s timer keeps polling
-                _run_the_flow(page, hub)
+                try:
+                    _run_the_flow(page, hub)
+                except Exception as e:  # what the page and the app showed, to tell a bug from a slow machine
+                    _shot(page, "failure")
+                    shown = page.locator(".prose").filter(visible=True).all_inner_texts()
+                    raise AssertionError(
+                        f"{e}\n--- visible text blocks:\n{shown[-8:]}\n--- app log:\n{log.read_text()[-3000:]}"
+                    ) from e
                 browser.close()
         finally:
             proc.terminate()

@@ -674,17 +674,44 @@ def test_every_run_list_follows_the_runs_folder_without_a_reload():
     updates = sync(seen, monitor_run="a-old", compared=["a-old"])
     train_run, past_run, monitor_run, compared, adapter, publish_run = updates[1:7]
     assert monitor_run["value"] == "b-live" and train_run["value"] == "b-live"  # the new run is followed
-    assert [c[1] for c in monitor_run["choices"]] == ["b-live", "a-old"] and compared["value"] == ["a-old"]
+    assert [c[1] for c in monitor_run["choices"]] == ["b-live", "a-old"] and [c[1] for c in compared["choices"]]
     assert [c[1] for c in publish_run["choices"]] == ["a-old"]  # no checkpoint yet: nothing to publish
-    assert [c[1] for c in adapter["choices"]] == ["none", "a-old"] and adapter["value"] == "none"
+    assert [c[1] for c in adapter["choices"]] == ["none", "a-old"]
+    # A selection still listed is not sent back: the browser keeps whatever it holds now.
+    assert "value" not in adapter and "value" not in compared and "value" not in past_run
 
     status["state"] = "completed"
     (live / runs.STATUS_FILE).write_text(json.dumps(status))
     launcher.delete_run(paths.runs_dir(), "a-old")
     updates = sync(updates[0], "b-live", "a-old", "b-live", ["a-old", "b-live"], "a-old", "a-old")
-    assert [c[1] for c in updates[3]["choices"]] == ["b-live"] and updates[3]["value"] == "b-live"
+    assert [c[1] for c in updates[3]["choices"]] == ["b-live"] and "value" not in updates[3]
     assert updates[2]["value"] is None and updates[5]["value"] == "none" and updates[6]["value"] is None
     assert updates[4]["value"] == ["b-live"]  # a deleted run leaves the comparison
+
+
+def test_the_tick_never_undoes_a_selection_made_while_it_ran(tmp_path):
+    """The tick's inputs are what the browser held when it left; a model folder fused meanwhile (its folder
+    appearing is what the tick reports) stays selected: the tick sends the new choices, not its stale None.
+    (Pushing right after a fuse found the folder unselected.)"""
+    import shutil
+
+    import gradio as gr
+
+    from forgellm.publish import workflow
+    from forgellm.ui import _sync_lists
+
+    seen = _sync_lists(None, *[None] * 4, "none", None, "tiny", None)[0]
+    fused = paths.models_dir() / "m-fused"
+    fused.mkdir(parents=True)
+    try:
+        (fused / workflow.PROVENANCE_FILE).write_text("{}")  # what marks a folder ForgeLLM wrote
+        folder_update = _sync_lists(seen, *[None] * 4, "none", None, "tiny", None)[-1]
+        assert folder_update != gr.skip() and "m-fused" in folder_update["choices"]
+        assert "value" not in folder_update  # a choices-only update: the browser keeps "m-fused"
+        gone = _sync_lists(seen, *[None] * 4, "none", None, "tiny", "vanished")[-1]
+        assert gone["value"] is None  # a selection that is no longer listed is cleared
+    finally:
+        shutil.rmtree(fused)
 
 
 def test_start_refuses_data_outside_dataset_named_by_the_config_file_itself(monkeypatch, tmp_path):

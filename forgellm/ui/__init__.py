@@ -20,7 +20,7 @@ import gradio as gr  # noqa: E402
 from .. import choices  # noqa: E402
 from ..publish import workflow  # noqa: E402
 from . import chat, dataset, models, monitoring, publishing, training  # noqa: E402
-from .common import CSS, choices_update, forget_replaced_components  # noqa: E402
+from .common import CSS, choices_refresh, choices_update, forget_replaced_components, multi_choices_refresh  # noqa: E402
 
 TITLE = "ForgeLLM"
 REFRESH_SECONDS = 2.0
@@ -88,14 +88,14 @@ def _sync_lists(
     names = [name for _label, name in listed]
     return [
         now,
-        choices_update(listed, choices.running_run(), keep=follow or train_run),
-        choices_update(listed, None, keep=past_run),
-        choices_update(listed, listed[0][1] if listed else None, keep=follow or monitor_run),
-        gr.update(choices=listed, value=[name for name in compared or [] if name in names]),
-        choices_update(choices.adapter_choices(), choices.NO_ADAPTER, keep=adapter),
-        choices_update(choices.run_choices(with_checkpoints=True), None, keep=publish_run),
+        choices_update(listed, follow) if follow else choices_refresh(listed, train_run, choices.running_run()),
+        choices_refresh(listed, past_run),
+        choices_update(listed, follow) if follow else choices_refresh(listed, monitor_run, names[0] if names else None),
+        multi_choices_refresh(listed, compared),
+        choices_refresh(choices.adapter_choices(), adapter, choices.NO_ADAPTER),
+        choices_refresh(choices.run_choices(with_checkpoints=True), publish_run),
         gr.update(choices=choices.chat_model_choices(chat_model)),
-        choices_update(workflow.publishable_folders(), None, keep=folder),
+        choices_refresh(workflow.publishable_folders(), folder),
     ]
 
 

@@ -23,7 +23,7 @@ from ..atomic import write_text
 from ..errors import ForgeError
 from ..model_sources import chat_start
 from ..models.registry import hub_downloads_allowed
-from .common import choices_update, guarded
+from .common import choices_refresh, choices_update, guarded
 from .gain_section import GainSection, build_gain_section
 
 _DEFAULTS = inference.GenerationSettings()
@@ -209,8 +209,8 @@ def _refresh_lists(model: str, adapter: str, eval_data: str) -> list[Any]:
     """Re-read models/, the Hugging Face cache, runs/ and dataset/ when a page opens (new models, runs, files)."""
     return [
         gr.update(choices=choices.chat_model_choices(model)),
-        choices_update(choices.adapter_choices(), choices.NO_ADAPTER, keep=adapter),
-        choices_update(_eval_choices(), VALIDATION_SPLIT, keep=eval_data),
+        choices_refresh(choices.adapter_choices(), adapter, choices.NO_ADAPTER),
+        choices_refresh(_eval_choices(), eval_data, VALIDATION_SPLIT),
     ]
 
 

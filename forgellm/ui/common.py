@@ -60,6 +60,25 @@ def choices_update(choices: list[Any], value: Any = None, keep: Any = None) -> d
     return gr.update(choices=choices, value=chosen)
 
 
+def choices_refresh(choices: list[Any], current: Any, default: Any = None) -> dict[str, Any]:
+    """Fresh choices for a list refreshed in the background (the timer, a page load): the selection is
+    sent only when it has to change, because `current` is what the browser had when the refresh left and
+    the user or another event may have chosen since; sending it back would undo that (a model folder
+    just fused, unselected by the tick that saw its folder appear). A choices-only update keeps the
+    browser's selection. `current` gone from the list gives way to `default` (None when not a choice)."""
+    values = [c[1] if isinstance(c, tuple) else c for c in choices]
+    if current in values or (current is None and default not in values):
+        return gr.update(choices=choices)
+    return gr.update(choices=choices, value=default if default in values else None)
+
+
+def multi_choices_refresh(choices: list[Any], current: list[Any] | None) -> dict[str, Any]:
+    """`choices_refresh` for a multi-select: the values still listed are kept, sent only when some went."""
+    values = [c[1] if isinstance(c, tuple) else c for c in choices]
+    kept = [v for v in current or [] if v in values]
+    return gr.update(choices=choices) if len(kept) == len(current or []) else gr.update(choices=choices, value=kept)
+
+
 def guarded(on_error: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The one error handler of the app's event handlers.
 

@@ -18,7 +18,7 @@ import gradio as gr
 from .. import choices, dashboard, launcher, paths, report, runs
 from ..errors import ForgeError
 from ..run_summary import run_signature, status_summary
-from .common import SCROLL_LOG_JS, choices_update, error_text, guarded
+from .common import SCROLL_LOG_JS, choices_refresh, choices_update, error_text, guarded
 from .gain_section import GainSection, build_gain_section
 
 LOG_LINES = 20  # the box shows them all, so the newest line is always in view
@@ -164,7 +164,7 @@ def follow_run(run_name: str | None) -> Any:
 
 def _refresh_runs(current: str | None) -> Any:
     listed = choices.run_choices()
-    return choices_update(listed, listed[0][1] if listed else None, keep=current)
+    return choices_refresh(listed, current, listed[0][1] if listed else None)
 
 
 def _show_now(run_name: str | None, log_y: bool, smoothing: float) -> list[Any]:

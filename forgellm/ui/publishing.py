@@ -20,7 +20,7 @@ from ..publish.fuse import fuse_run
 from ..publish.gguf import export_gguf
 from ..publish.quantize import BITS, GROUP_SIZES
 from ..publish.roundtrip import read_roundtrip
-from .common import choices_update, guarded
+from .common import choices_refresh, choices_update, guarded
 
 
 @dataclass
@@ -139,8 +139,8 @@ def build(demo: gr.Blocks) -> PublishingTab:
 
 def _refresh(current_run: str | None, current_folder: str | None) -> list[Any]:
     return [
-        choices_update(choices.run_choices(with_checkpoints=True), None, keep=current_run),
-        choices_update(workflow.publishable_folders(), None, keep=current_folder),
+        choices_refresh(choices.run_choices(with_checkpoints=True), current_run),
+        choices_refresh(workflow.publishable_folders(), current_folder),
     ]
 
 

@@ -19,7 +19,7 @@ from ..config import TrainConfig, field_help
 from ..errors import ForgeError
 from ..models.quantization import quantized_cpu_warning
 from ..run_summary import status_summary
-from .common import choices_update, guarded, show_error
+from .common import choices_refresh, choices_update, guarded, show_error
 
 
 @dataclass
@@ -191,10 +191,10 @@ def _refresh_lists(choice: str, model: str, data: list[str], run: str | None) ->
     """Re-read configs/, models/, dataset/ and runs/ for a page that was just opened."""
     configs = choices.list_configs()
     return [
-        choices_update(configs, choices.default_config_choice(configs), keep=choice),
+        choices_refresh(configs, choice, choices.default_config_choice(configs)),
         gr.update(choices=choices.model_choices(model)),
         gr.update(choices=choices.dataset_choices(data)),
-        choices_update(choices.run_choices(), choices.running_run(), keep=run),
+        choices_refresh(choices.run_choices(), run, choices.running_run()),
     ]
 
 
