@@ -34,7 +34,10 @@ _keys_by_request: dict[tuple[str, str, str], tuple[str, str | None]] = {}  # loa
 _load_lock = threading.Lock()
 # A plain Lock, not an RLock: Gradio may resume a generator on a different worker thread each step.
 _generate_lock = threading.Lock()
-_stop_flags: dict[str, threading.Event] = {}
+# One flag per chat; every API call is a session of its own, so only the most recent are kept (a flag is
+# used between a Send and the end of its stream, seconds to minutes, never across thousands of chats).
+_STOP_FLAGS_KEPT = 4096
+_stop_flags: OrderedDict[str, threading.Event] = OrderedDict()
 _stop_flags_lock = threading.Lock()
 _live_workers: set[_Worker] = set()  # generation threads still running (closed at interpreter exit)
 _live_workers_lock = threading.Lock()
@@ -352,7 +355,14 @@ def _check_adapter_base(model_path: Path, adapter_dir: Path) -> None:
 def stop_flag(key: str) -> threading.Event:
     """The stop flag of one chat (a browser session, a REPL): set it and that chat's stream ends."""
     with _stop_flags_lock:
-        return _stop_flags.setdefault(key, threading.Event())
+        flag = _stop_flags.get(key)
+        if flag is None:
+            flag = _stop_flags[key] = threading.Event()
+            while len(_stop_flags) > _STOP_FLAGS_KEPT:
+                _stop_flags.popitem(last=False)
+        else:
+            _stop_flags.move_to_end(key)
+        return flag
 
 
 def check_prompt(loaded: LoadedModel, tokens: Sequence[int]) -> None:

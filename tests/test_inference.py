@@ -193,6 +193,19 @@ def test_stop_flag_ends_generation_within_a_token(tiny_model: Path) -> None:
     assert "not generated (stopped)" in update.status
 
 
+def test_stop_flags_are_kept_per_chat_and_only_for_recent_chats(monkeypatch) -> None:
+    """Every API call is a chat of its own: the flags of the oldest chats go, a recent one is kept."""
+    monkeypatch.setattr(inference, "_stop_flags", type(inference._stop_flags)())
+    monkeypatch.setattr(inference, "_STOP_FLAGS_KEPT", 3)
+    mine = inference.stop_flag("mine")
+    mine.set()
+    for i in range(10):
+        inference.stop_flag(f"api-call-{i}")
+        assert inference.stop_flag("mine") is mine  # used again: kept
+    assert len(inference._stop_flags) == 3 and inference.stop_flag("mine").is_set()
+    assert "api-call-0" not in inference._stop_flags
+
+
 # ---- prompt format -----------------------------------------------------------------------------------
 
 
