@@ -39,7 +39,7 @@ _generate_lock = threading.Lock()
 _STOP_FLAGS_KEPT = 4096
 _stop_flags: OrderedDict[str, threading.Event] = OrderedDict()
 _stop_flags_lock = threading.Lock()
-_live_workers: set[_Worker] = set()  # generation threads still running (closed at interpreter exit)
+_live_workers: set[_Worker] = set()  # generations not yet closed (closed at interpreter exit)
 _live_workers_lock = threading.Lock()
 
 PLAIN_COMPLETION = "plain completion (no chat template)"
@@ -390,9 +390,8 @@ def stream(
     iterating: a caller that stops early must `close()` the generator (Gradio does so on cancel) or the
     lock is held until it is garbage-collected.
 
-    The tokens are computed in one worker thread per call, one when asked for: mlx-lm's generator keeps an
-    MLX stream context open across its yields, which must end on the thread that opened it, and Gradio may
-    resume a generator on a different thread each step.
+    The tokens are computed on the process's generation thread, one when asked for (`_GenerationThread`
+    says why there, and only there).
     """
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
@@ -420,7 +419,7 @@ def stream(
 
 
 class _Worker:
-    """mlx-lm's `stream_generate` run on a thread of its own, one record per `next()` (a rendezvous, so no
+    """One generation, computed on the generation thread one record per `next()` (a rendezvous, so no
     token is computed before it is asked for)."""
 
     _NEXT, _CLOSE, _DONE = object(), object(), object()
@@ -428,12 +427,11 @@ class _Worker:
     def __init__(self, loaded: LoadedModel, tokens: list[int], seed: int | None, kwargs: dict[str, Any]):
         self._asks: queue.Queue = queue.Queue()
         self._answers: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(
-            target=self._run, args=(loaded, tokens, seed, kwargs), name="forgellm-generate", daemon=True
-        )
+        self._finished = threading.Event()
+        self._job = (loaded, tokens, seed, kwargs)
         with _live_workers_lock:
             _live_workers.add(self)
-        self._thread.start()
+        _GENERATION_THREAD.submit(self)
 
     def next(self) -> Any | None:
         """The next record, or None when generation has ended; an error in the worker is raised here."""
@@ -445,14 +443,16 @@ class _Worker:
             raise answer
         return answer
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         self._asks.put(self._CLOSE)
-        self._thread.join()
+        self._finished.wait(timeout_s)
 
-    def _run(self, loaded: LoadedModel, tokens: list[int], seed: int | None, kwargs: dict[str, Any]) -> None:
+    def run(self) -> None:
+        """Answer this generation's asks until it is closed (on the generation thread)."""
         import mlx.core as mx
         from mlx_lm.generate import stream_generate
 
+        loaded, tokens, seed, kwargs = self._job
         records = None
         try:
             while self._asks.get() is self._NEXT:
@@ -469,23 +469,71 @@ class _Worker:
         finally:
             if records is not None:
                 records.close()  # on this thread: mlx-lm's stream context was opened here
-            # MLX keeps this thread's generation stream past the thread's end and aborts the process at
-            # exit unless it is destroyed here.
-            mx.clear_streams()
+            self._job = None
             with _live_workers_lock:
                 _live_workers.discard(self)
+            self._finished.set()
+
+
+class _GenerationThread:
+    """The one thread every generation of this process is computed on, started when first needed.
+
+    mlx-lm's generator keeps an MLX stream context open across its yields, which must end on the thread
+    that opened it, and Gradio may resume a generator on a different thread each step: so generation
+    cannot run on the caller's thread. It cannot have a thread of its own per reply either: MLX (0.32)
+    gives each thread that computes its own streams, with an OS thread each that outlives the Python
+    thread (measured: 2 per reply; 3,800 threads and a reply 3x slower after 1,900 chat API calls).
+    """
+
+    _SHUTDOWN = object()
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, worker: _Worker) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="forgellm-generate", daemon=True)
+                self._thread.start()
+            self._jobs.put(worker)
+
+    def shutdown(self, timeout_s: float) -> None:
+        """End the thread (after the generation it is on), destroying its MLX streams first."""
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self._jobs.put(self._SHUTDOWN)
+            self._thread = None
+        thread.join(timeout_s)
+
+    def _serve(self) -> None:
+        import mlx.core as mx
+
+        try:
+            while (worker := self._jobs.get()) is not self._SHUTDOWN:
+                worker.run()
+        finally:
+            # MLX keeps a thread's streams past the thread's end and aborts the process at exit unless
+            # they are destroyed on that thread.
+            mx.clear_streams()
+
+
+_GENERATION_THREAD = _GenerationThread()
 
 
 @atexit.register
 def _close_live_workers(timeout_s: float = 10.0) -> None:
-    """At exit (the app stopped mid-reply), end every generation thread before MLX tears down: a thread
-    left waiting for its next request would otherwise make the process abort ("terminate called")."""
+    """At exit (the app stopped mid-reply), end the generation in progress and the generation thread
+    before MLX tears down: a thread left waiting for its next request would make the process abort
+    ("terminate called")."""
     with _live_workers_lock:
         workers = list(_live_workers)
     for worker in workers:
         worker._asks.put(_Worker._CLOSE)
-    for worker in workers:
-        worker._thread.join(timeout_s)
+    _GENERATION_THREAD.shutdown(timeout_s)
 
 
 def reply_stats(last: Any, stopped: bool = False, context_length: int | None = None) -> str:

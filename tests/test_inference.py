@@ -193,6 +193,33 @@ def test_stop_flag_ends_generation_within_a_token(tiny_model: Path) -> None:
     assert "not generated (stopped)" in update.status
 
 
+def _os_threads() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="counts OS threads through /proc (Linux)")
+def test_replies_from_many_threads_leave_no_threads_behind(tiny_model: Path) -> None:
+    """Gradio answers each request on some worker thread. MLX gives each thread that computes streams of its
+    own, with OS threads that outlive it: a generation thread per reply left 2 behind each time (3,800
+    after a long soak, every reply slower). All replies are computed on one thread, so the count is flat."""
+    import threading
+
+    base = inference.load_for_chat("tiny")
+    settings = GenerationSettings(max_tokens=4, temperature=0.0)
+    expected = [r.token for r in inference.stream(base, "The queen", settings)]
+    before = _os_threads()
+    replies: list[list[int]] = []
+    for _ in range(12):
+        caller = threading.Thread(
+            target=lambda: replies.append([r.token for r in inference.stream(base, "The queen", settings)])
+        )
+        caller.start()
+        caller.join()
+    assert replies == [expected] * 12
+    assert _os_threads() - before <= 2, f"{_os_threads() - before} more OS threads after 12 replies"
+
+
 def test_stop_flags_are_kept_per_chat_and_only_for_recent_chats(monkeypatch) -> None:
     """Every API call is a chat of its own: the flags of the oldest chats go, a recent one is kept."""
     monkeypatch.setattr(inference, "_stop_flags", type(inference._stop_flags)())
