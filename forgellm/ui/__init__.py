@@ -14,6 +14,9 @@ import os
 # before gradio is imported (app.py does too, for launches that do not come through here first).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Gradio's queue keeps a record of each event for its own monitoring page, 10,000 by default: an open tab
+# makes ~90 events a minute, so that table grew for almost two hours. 1,000 are plenty for that page.
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
 
 import gradio as gr  # noqa: E402
 
