@@ -62,6 +62,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def os_threads(pid: int) -> int:
+    """The process's OS threads (a thread that outlives its work shows here first, then in RSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return -1
+
+
 def turn(url: str, model: str, message: str, history: list, tokens: int) -> dict:
     """One message through the app's streaming route: the final history, time to first text, tokens/s."""
     import httpx
@@ -180,14 +188,17 @@ def soak(url: str, pid: int, args, run_name: str | None) -> None:
         w.start()
     start = time.monotonic()
     end = start + args.soak_minutes * 60
+    threads = [os_threads(pid)]
     while time.monotonic() < end:
         samples.append((time.monotonic() - start, rss_mb(pid)))
         time.sleep(SAMPLE_EVERY_S)
     samples.append((time.monotonic() - start, rss_mb(pid)))
+    threads.append(os_threads(pid))
     stop.set()
     for w in workers:
         w.join()
     report_soak(samples, args, run_name, turns[0], refreshes[0])
+    print(f"  app OS threads: {threads[0]} at the start, {threads[-1]} at the end")
 
 
 def report_soak(samples: list[tuple[float, float]], args, run_name: str | None, turns: int, refreshes: int) -> None:
