@@ -443,9 +443,9 @@ class _Worker:
             raise answer
         return answer
 
-    def close(self, timeout_s: float | None = None) -> None:
+    def close(self) -> None:
         self._asks.put(self._CLOSE)
-        self._finished.wait(timeout_s)
+        self._finished.wait()
 
     def run(self) -> None:
         """Answer this generation's asks until it is closed (on the generation thread)."""

@@ -766,4 +766,4 @@ def test_a_long_open_tab_keeps_only_the_apps_own_components():
     assert "another-tab" not in demo.state_holder
     assert forget_replaced_components(demo, None) == 0
     # Gradio's queue keeps a record per event for its monitoring page: 1,000 here, not 10,000 (~2 h of a tab).
-    assert getattr(demo._queue, "ANALYTICS_MAX_EVENTS", 1000) <= 1000
+    assert demo._queue.ANALYTICS_MAX_EVENTS == 1000

@@ -52,10 +52,15 @@ def show_error(error: BaseException) -> str:
     return f"**Error**\n\n```text\n{text}\n```"
 
 
+def _values(choices: list[Any]) -> list[Any]:
+    """The values of dropdown choices given as values or (label, value) pairs."""
+    return [c[1] if isinstance(c, tuple) else c for c in choices]
+
+
 def choices_update(choices: list[Any], value: Any = None, keep: Any = None) -> dict[str, Any]:
     """A dropdown update with fresh choices: `keep` stays selected while it is a choice, else `value`
     (None when neither is a choice, so a vanished run is never silently replaced by another)."""
-    values = [c[1] if isinstance(c, tuple) else c for c in choices]
+    values = _values(choices)
     chosen = keep if keep in values else value if value in values else None
     return gr.update(choices=choices, value=chosen)
 
@@ -66,7 +71,7 @@ def choices_refresh(choices: list[Any], current: Any, default: Any = None) -> di
     the user or another event may have chosen since; sending it back would undo that (a model folder
     just fused, unselected by the tick that saw its folder appear). A choices-only update keeps the
     browser's selection. `current` gone from the list gives way to `default` (None when not a choice)."""
-    values = [c[1] if isinstance(c, tuple) else c for c in choices]
+    values = _values(choices)
     if current in values or (current is None and default not in values):
         return gr.update(choices=choices)
     return gr.update(choices=choices, value=default if default in values else None)
@@ -74,7 +79,7 @@ def choices_refresh(choices: list[Any], current: Any, default: Any = None) -> di
 
 def multi_choices_refresh(choices: list[Any], current: list[Any] | None) -> dict[str, Any]:
     """`choices_refresh` for a multi-select: the values still listed are kept, sent only when some went."""
-    values = [c[1] if isinstance(c, tuple) else c for c in choices]
+    values = _values(choices)
     kept = [v for v in current or [] if v in values]
     return gr.update(choices=choices) if len(kept) == len(current or []) else gr.update(choices=choices, value=kept)
 
