@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from forgellm import dashboard, procs, runs  # noqa: E402
+from forgellm import dashboard, metrics_reader, procs, runs  # noqa: E402
 
 GOAL_MS = 200.0
 
@@ -46,6 +46,7 @@ class FakeTrainer:
     def __init__(self, run_dir: Path):
         self.path = run_dir / runs.METRICS_FILE
         self.step = 0
+        self.column_writer = metrics_reader.MetricsCache(max_runs=1)  # as the trainer keeps for its checkpoints
 
     def append(self, rows: int) -> None:
         lines = []
@@ -89,7 +90,9 @@ def make_run(run_dir: Path, rows: int) -> FakeTrainer:
         folder.mkdir(parents=True)
         (folder / runs.TRAINER_STATE_FILE).write_text("{}")
     trainer = FakeTrainer(run_dir)
-    trainer.append(rows)
+    trainer.append(rows - 100)
+    trainer.column_writer.write_column_file(run_dir)  # the last checkpoint, 100 steps ago
+    trainer.append(100)
     return trainer
 
 
@@ -126,6 +129,15 @@ def summary(values: list[float]) -> dict:
     }
 
 
+def cold_refresh(run_dir: Path, cache: metrics_reader.MetricsCache | None = None) -> dict:
+    """The first refresh of a run in a new cache, then the same again in two parts: reading, building."""
+    cold_ms, _ = timed_ms(lambda: dashboard.refresh(run_dir, cache or metrics_reader.MetricsCache()))
+    split = metrics_reader.MetricsCache()
+    read_ms, _ = timed_ms(lambda: split.columns(run_dir))
+    build_ms, _ = timed_ms(lambda: dashboard.refresh(run_dir, split))  # nothing new to read: building only
+    return {"refresh_ms": cold_ms, "read_ms": read_ms, "build_ms": build_ms}
+
+
 def wait_for_quiet(max_load: float, max_wait: float) -> float:
     start = time.monotonic()
     while os.getloadavg()[0] >= max_load and time.monotonic() - start < max_wait:
@@ -152,21 +164,20 @@ def main() -> None:
         results["metrics_mb"] = trainer.path.stat().st_size / 2**20
         results["load_before"] = wait_for_quiet(args.max_load, args.max_wait)
 
+        column_file = run_dir / runs.METRIC_COLUMNS_FILE
+        results["column_file_mb"] = column_file.stat().st_size / 2**20
+        hidden = column_file.with_name("hidden.npz")
+        column_file.rename(hidden)  # first as a run without one (older version, killed before a checkpoint)
         gc.collect()
         results["rss_before_cold_mb"] = rss_mb()
-        cache = dashboard.MetricsCache()
-        cold_ms, _ = timed_ms(lambda: dashboard.refresh(run_dir, cache))
+        results["cold_without_column_file"] = cold_refresh(run_dir)
+        hidden.rename(column_file)
+        gc.collect()
+        cache = metrics_reader.MetricsCache()
+        results["cold"] = cold_refresh(run_dir, cache)
         results["rss_after_cold_mb"] = rss_mb()
-        split = dashboard.MetricsCache()  # the same cold refresh again, timed in its two parts
-        read_ms, _ = timed_ms(lambda: split.columns(run_dir))
-        build_ms, _ = timed_ms(lambda: dashboard.refresh(run_dir, split))  # nothing new to read: building only
-        results["cold"] = {"refresh_ms": cold_ms, "read_ms": read_ms, "build_ms": build_ms}
-        split = None  # released before the memory check
-        warmed = dashboard.MetricsCache()  # what the app does at start: the newest runs read in the background
-        warm_ms, _ = timed_ms(lambda: warmed.warm([run_dir]).join())
-        first_ms, _ = timed_ms(lambda: dashboard.refresh(run_dir, warmed))
-        results["warmed"] = {"background_read_ms": warm_ms, "first_refresh_ms": first_ms}
-        warmed = None
+        trainer.append(100)  # the next checkpoint: what writing the column file costs the trainer
+        results["trainer_column_file_write_ms"], _ = timed_ms(lambda: trainer.column_writer.write_column_file(run_dir))
         gc.collect()
 
         refresh_ms, json_ms = [], []
@@ -192,17 +203,17 @@ def main() -> None:
 
     print(f"run: {args.rows:,} train rows + {args.rows // 100:,} val rows ({results['metrics_mb']:.1f} MB)")
     print(f"load average before timing: {results['load_before']:.2f}")
-    cold = results["cold"]
-    print(
-        f"cold refresh (new cache, whole file): {cold['refresh_ms']:.0f} ms "
-        f"(again in parts: read {cold['read_ms']:.0f} + build {cold['build_ms']:.0f})"
-    )
-    warmed = results["warmed"]
-    print(
-        f"warmed at start (the app reads its newest runs in the background): read "
-        f"{warmed['background_read_ms']:.0f} ms "
-        f"on the background thread, then the first refresh {warmed['first_refresh_ms']:.0f} ms"
-    )
+    for key, what in (
+        ("cold", f"with the trainer's column file ({results['column_file_mb']:.1f} MB, 100 rows behind)"),
+        ("cold_without_column_file", "without a column file (every line parsed)"),
+    ):
+        cold = results[key]
+        print(
+            f"first refresh in a new cache, {what}: {cold['refresh_ms']:.0f} ms "
+            f"(again in parts: read {cold['read_ms']:.0f} + build {cold['build_ms']:.0f})"
+        )
+    write_ms = results["trainer_column_file_write_ms"]
+    print(f"the trainer writing the column file at a checkpoint 100 rows later: {write_ms:.0f} ms")
     steady = results["steady_refresh_ms"]
     print(
         f"steady refresh (+100 rows each, n={steady['n']}): median {steady['median']:.1f} ms, "

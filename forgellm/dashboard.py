@@ -12,11 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,7 +23,8 @@ import yaml
 
 from . import charts, paths, runs
 from .errors import ForgeError
-from .metric_columns import ColumnBuilder, MetricColumns, as_columns, is_usable, is_usable_row
+from .metric_columns import MetricColumns, as_columns, is_usable
+from .metrics_reader import MetricsCache, parse_metric_rows
 from .run_summary import format_duration
 from .runs import MetricRecord, RunStatus
 
@@ -46,69 +44,6 @@ def parse_metric_lines(chunk: bytes) -> list[MetricRecord]:
     return [record for record in records if record is not None and is_usable(record)]
 
 
-def parse_metric_rows(chunk: bytes) -> list[dict[str, Any]]:
-    """The usable metrics.jsonl objects of whole lines, as parsed (a known split, a finite step, a loss)."""
-    return [row for row in _parsed_lines(chunk) if type(row) is dict and is_usable_row(row)]
-
-
-def _parsed_lines(chunk: bytes) -> list[Any]:
-    """Each non-empty line's JSON value, garbage lines left out.
-
-    All lines are parsed as one JSON array first: one call into a C parser instead of one per line (a
-    100,000-line file reads about 3x faster), orjson's when it is installed (Gradio depends on it; it
-    reads this file about 1.7x faster than the standard library). Only when that fails (some line is
-    not JSON, is blank, or is not UTF-8) is each line parsed alone, to keep the good ones.
-    """
-    whole = chunk.rstrip(b"\n")
-    if not whole:
-        return []
-    array = b"[" + whole.replace(b"\n", b",") + b"]"
-    expected = whole.count(b"\n") + 1  # a line like `1, 2` would add values: then parse line by line
-    for loads in _ARRAY_PARSERS:
-        try:
-            values = loads(array)
-        except (ValueError, RecursionError):  # JSONDecodeError and orjson's error are ValueErrors
-            continue
-        if len(values) == expected:
-            return values
-        break
-    values = []
-    for line in chunk.decode("utf-8", errors="replace").split("\n"):
-        if not line.strip():
-            continue
-        try:
-            values.append(json.loads(line))
-        except (json.JSONDecodeError, RecursionError):  # garbage, or absurdly deep nesting
-            continue
-    return values
-
-
-def _array_parsers() -> tuple:
-    # orjson rejects NaN and Infinity, which a diverged run writes: the standard library then reads them.
-    try:
-        import orjson
-    except ImportError:
-        return (json.loads,)
-    return (orjson.loads, json.loads)
-
-
-_ARRAY_PARSERS = _array_parsers()
-
-
-@dataclass
-class _CachedRun:
-    """What has been read of one run's metrics.jsonl: up to `offset`, in the file `identity` (dev, inode)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    identity: tuple[int, int] | None = None
-    offset: int = 0
-    columns: ColumnBuilder = field(default_factory=ColumnBuilder)
-
-    def restart(self, identity: tuple[int, int] | None) -> None:
-        # A new builder, not a cleared one: snapshots already handed out stay as they were.
-        self.identity, self.offset, self.columns = identity, 0, ColumnBuilder()
-
-
 def read_records(run_dir: Path) -> list[MetricRecord]:
     """Every usable record of the run's metrics.jsonl in file order (a torn last line left out)."""
     try:
@@ -116,85 +51,6 @@ def read_records(run_dir: Path) -> list[MetricRecord]:
     except FileNotFoundError:
         return []
     return parse_metric_lines(data[: data.rfind(b"\n") + 1])
-
-
-class MetricsCache:
-    """Each run's metrics as columns, read incrementally: a refresh reads only the lines appended since the last.
-
-    Only the columns are kept (about 100 bytes a report), not the parsed lines (about 1 KB each as
-    Python objects): a run with a million reports stays about 100 MB, not 1 GB.
-
-    A torn last line (the trainer is writing it) is left for the next read. When metrics.jsonl shrank
-    or was replaced (a resume truncates it after its checkpoint, writing a new file), it is read again
-    from the start. Safe to call from several threads; the runs used least recently are dropped beyond
-    `max_runs`.
-    """
-
-    def __init__(self, max_runs: int = 16):
-        self.max_runs = max_runs
-        self._lock = threading.Lock()
-        self._runs: OrderedDict[str, _CachedRun] = OrderedDict()
-
-    def columns(self, run_dir: Path) -> MetricColumns:
-        """The run's records as columns (a snapshot: later reads do not change it)."""
-        cached = self._cached(run_dir)
-        with cached.lock:
-            self._read_new_lines(cached, Path(run_dir) / runs.METRICS_FILE)
-            return cached.columns.snapshot()
-
-    def warm(self, run_dirs: Sequence[Path]) -> threading.Thread:
-        """Read the runs' metrics on a background thread, so that the first refresh of each finds them read.
-
-        A first read parses the whole file (0.3-0.5 s for 100,000 reports); a refresh asking for a run
-        meanwhile waits for that run's read rather than reading it twice. At most `max_runs` are read.
-        """
-
-        def read_all() -> None:
-            for run_dir in list(run_dirs)[: self.max_runs]:
-                try:
-                    self.columns(run_dir)
-                except OSError:  # removed or unreadable meanwhile: its refresh will say so
-                    continue
-
-        thread = threading.Thread(target=read_all, name="forgellm-metrics-warm", daemon=True)
-        thread.start()
-        return thread
-
-    def forget(self, run_dir: Path) -> None:
-        with self._lock:
-            self._runs.pop(os.path.abspath(run_dir), None)
-
-    def _cached(self, run_dir: Path) -> _CachedRun:
-        key = os.path.abspath(run_dir)
-        with self._lock:
-            cached = self._runs.pop(key, None) or _CachedRun()
-            self._runs[key] = cached  # most recently used last
-            while len(self._runs) > self.max_runs:
-                self._runs.popitem(last=False)
-        return cached
-
-    @staticmethod
-    def _read_new_lines(cached: _CachedRun, path: Path) -> None:
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            if cached.identity is not None:  # the file was removed: nothing is reported any more
-                cached.restart(None)
-            return
-        with f:
-            st = os.fstat(f.fileno())
-            identity = (st.st_dev, st.st_ino)
-            if identity != cached.identity or st.st_size < cached.offset:
-                cached.restart(identity)
-            if st.st_size == cached.offset:
-                return
-            f.seek(cached.offset)
-            chunk = f.read(st.st_size - cached.offset)
-        whole = chunk.rfind(b"\n") + 1  # bytes up to the last complete line
-        if whole == 0:
-            return
-        cached.offset += whole
-        cached.columns.extend_rows(parse_metric_rows(chunk[:whole]))
 
 
 # ---- cards -----------------------------------------------------------------------------------------

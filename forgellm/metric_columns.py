@@ -148,6 +148,11 @@ class _SplitBuilder:
     def snapshot(self) -> SplitColumns:
         return SplitColumns(self._step[: self._n], {f: a[: self._n] for f, a in self._data.items()})
 
+    def restore(self, columns: SplitColumns) -> None:
+        """Start from columns read before (copied: appends must not write into the caller's arrays)."""
+        self._n = 0
+        self._append(np.asarray(columns.step, dtype=np.int64), {f: columns[f] for f in self.fields})
+
 
 class ColumnBuilder:
     """Metric records appended in file order, kept as columns (see the module docstring for repeated steps)."""
@@ -168,6 +173,14 @@ class ColumnBuilder:
 
     def snapshot(self) -> MetricColumns:
         return MetricColumns(self._splits["train"].snapshot(), self._splits["val"].snapshot())
+
+    @classmethod
+    def from_columns(cls, columns: MetricColumns) -> ColumnBuilder:
+        """A builder that goes on from `columns` (as a builder fed the same records would)."""
+        builder = cls()
+        builder._splits["train"].restore(columns.train)
+        builder._splits["val"].restore(columns.val)
+        return builder
 
 
 def _not_superseded(steps: np.ndarray) -> np.ndarray:

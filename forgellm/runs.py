@@ -4,6 +4,7 @@
       config.yaml          the resolved config, every default filled in (written by the launcher)
       status.json          a `RunStatus`, replaced atomically
       metrics.jsonl        one `TrainRecord` or `ValRecord` per line, appended whole
+      metrics_columns.npz  metrics.jsonl up to the last checkpoint as columns (derived; see metrics_reader)
       train.log            the trainer's output
       data_report.json     what the data pipeline read, kept and dropped
       chat_template.jinja  only when IFT used the default chat template (chat and fuse reuse it)
@@ -38,6 +39,7 @@ from .errors import ForgeError
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
+METRIC_COLUMNS_FILE = "metrics_columns.npz"
 LOG_FILE = "train.log"
 DATA_REPORT_FILE = "data_report.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"

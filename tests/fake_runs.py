@@ -14,6 +14,8 @@ import numpy as np
 import yaml
 
 from forgellm import runs
+from forgellm.metric_columns import ColumnBuilder, MetricColumns
+from forgellm.metrics_reader import parse_metric_rows
 
 
 def train(step: int, loss: float, **fields: float) -> dict:
@@ -71,3 +73,20 @@ def write_run(
         folder.mkdir(parents=True)
         (folder / runs.TRAINER_STATE_FILE).write_text(json.dumps({"step": step}))
     return run_dir
+
+
+def full_read(run_dir: Path) -> MetricColumns:
+    """The columns of every whole line, parsed: what a reader without a column file builds."""
+    data = (run_dir / runs.METRICS_FILE).read_bytes()
+    builder = ColumnBuilder()
+    builder.extend_rows(parse_metric_rows(data[: data.rfind(b"\n") + 1]))
+    return builder.snapshot()
+
+
+def assert_same_columns(got: MetricColumns, expected: MetricColumns) -> None:
+    for split in ("train", "val"):
+        a, b = getattr(got, split), getattr(expected, split)
+        np.testing.assert_array_equal(a.step, b.step)
+        assert set(a.values) == set(b.values)
+        for name in a.values:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=f"{split}.{name}")  # NaN equals NaN here

@@ -14,7 +14,7 @@ import pytest
 from fake_runs import clean_curve, metrics_text, train, val, write_run
 from helpers import run_cli
 
-from forgellm import charts, dashboard, procs, runs
+from forgellm import charts, dashboard, metrics_reader, procs, runs
 from forgellm.metric_columns import MetricColumns
 from forgellm.runs import RunStatus, record_from_dict
 
@@ -30,14 +30,14 @@ def _steps(records) -> list[int]:
     return [r.step for r in records]
 
 
-def _train(cache: dashboard.MetricsCache, run_dir: Path) -> list[tuple[int, float]]:
+def _train(cache: metrics_reader.MetricsCache, run_dir: Path) -> list[tuple[int, float]]:
     columns = cache.columns(run_dir).train
     return list(zip(columns.step.tolist(), columns["loss"].tolist(), strict=True))
 
 
 def test_only_lines_appended_since_the_last_read_are_read(tmp_path: Path) -> None:
     write_run(tmp_path, [train(1, 3.0), train(2, 2.9), train(3, 2.8)])
-    cache = dashboard.MetricsCache()
+    cache = metrics_reader.MetricsCache()
     assert _train(cache, tmp_path) == [(1, 3.0), (2, 2.9), (3, 2.8)]
     # Change an early line in place (same size, same file): a cache that re-read everything would see it.
     path = tmp_path / runs.METRICS_FILE
@@ -45,14 +45,14 @@ def test_only_lines_appended_since_the_last_read_are_read(tmp_path: Path) -> Non
     _append(tmp_path, metrics_text([train(4, 2.7), val(4, 2.75)]))
     assert _train(cache, tmp_path) == [(1, 3.0), (2, 2.9), (3, 2.8), (4, 2.7)]
     assert list(cache.columns(tmp_path).val["loss"]) == [2.75]
-    assert _train(dashboard.MetricsCache(), tmp_path)[0] == (1, 7.0)  # the edit was real; a new cache reads it
+    assert _train(metrics_reader.MetricsCache(), tmp_path)[0] == (1, 7.0)  # the edit was real; a new cache reads it
     assert _steps(dashboard.read_records(tmp_path)) == [1, 2, 3, 4, 4]
 
 
 def test_a_torn_last_line_is_read_once_it_is_complete(tmp_path: Path) -> None:
     write_run(tmp_path, [train(1, 3.0)])
     _append(tmp_path, '{"step": 2, "split": "train", "lo')
-    cache = dashboard.MetricsCache()
+    cache = metrics_reader.MetricsCache()
     assert _train(cache, tmp_path) == [(1, 3.0)] and _steps(dashboard.read_records(tmp_path)) == [1]
     _append(tmp_path, 'ss": 2.5}\n')
     assert _train(cache, tmp_path) == [(1, 3.0), (2, 2.5)]
@@ -73,7 +73,7 @@ def test_garbage_lines_are_skipped(tmp_path: Path) -> None:
     ]
     text = metrics_text([train(1, 3.0)]) + "\n".join(garbage) + "\n" + metrics_text([val(10, 2.0)])
     (tmp_path / runs.METRICS_FILE).write_bytes(text.encode() + b"\xff\xfe{bad utf-8}\n" + b'{"step": 11, "spl')
-    cache = dashboard.MetricsCache()
+    cache = metrics_reader.MetricsCache()
     records = dashboard.read_records(tmp_path)
     assert [(r.split, r.step, r.loss) for r in records] == [("train", 1, 3.0), ("val", 10, 2.0)]
     columns = cache.columns(tmp_path)
@@ -84,7 +84,7 @@ def test_warming_reads_runs_in_the_background_before_their_first_refresh(tmp_pat
     warm_run, cold_run = tmp_path / "warm", tmp_path / "cold"
     for run_dir in (warm_run, cold_run):
         write_run(run_dir, [train(1, 3.0), train(2, 2.0)])
-    cache = dashboard.MetricsCache()
+    cache = metrics_reader.MetricsCache()
     cache.warm([warm_run, tmp_path / "removed-meanwhile"]).join(timeout=30)
     for run_dir in (warm_run, cold_run):  # an in-place edit is seen only by a run not read yet
         path = run_dir / runs.METRICS_FILE
@@ -102,7 +102,7 @@ def test_numbers_beyond_any_float_or_step_are_read_without_crashing(tmp_path: Pa
         '{"step": 3, "split": "train", "loss": NaN, "lr": 0.001}',  # a diverged step, as Python writes it
     ]
     (tmp_path / runs.METRICS_FILE).write_text("\n".join(lines) + "\n")
-    train_columns = dashboard.MetricsCache().columns(tmp_path).train
+    train_columns = metrics_reader.MetricsCache().columns(tmp_path).train
     assert train_columns.step.tolist() == [2, 3]
     assert math.isnan(train_columns["lr"][0]) and train_columns["lr"][1] == 0.001
     assert train_columns["loss"][0] == 2.0 and math.isnan(train_columns["loss"][1])
@@ -111,7 +111,7 @@ def test_numbers_beyond_any_float_or_step_are_read_without_crashing(tmp_path: Pa
 
 def test_a_resumed_run_is_read_again_from_the_start(tmp_path: Path) -> None:
     write_run(tmp_path, [train(s, 3.0 - s / 10) for s in range(1, 11)])
-    cache = dashboard.MetricsCache()
+    cache = metrics_reader.MetricsCache()
     assert len(cache.columns(tmp_path).train) == 10
     runs.truncate_metrics_after(tmp_path, 5)  # what `train --resume` from checkpoint 5 does: a new file
     _append(tmp_path, metrics_text([train(s, 9.0) for s in (6, 7)]))
@@ -126,7 +126,7 @@ def test_a_resumed_run_is_read_again_from_the_start(tmp_path: Path) -> None:
 
 def test_columns_handed_out_do_not_change_on_later_reads(tmp_path: Path) -> None:
     write_run(tmp_path, [train(1, 3.0), train(2, 2.0)])
-    cache = dashboard.MetricsCache()
+    cache = metrics_reader.MetricsCache()
     columns = cache.columns(tmp_path)
     runs.truncate_metrics_after(tmp_path, 1)
     _append(tmp_path, metrics_text([train(2, 8.0), train(3, 7.0)]))
@@ -139,7 +139,7 @@ def test_columns_handed_out_do_not_change_on_later_reads(tmp_path: Path) -> None
 def test_several_threads_read_while_the_trainer_appends(tmp_path: Path) -> None:
     """Each read is a whole prefix of what the trainer wrote, whatever the interleaving; the last is all."""
     write_run(tmp_path, [])
-    cache = dashboard.MetricsCache()
+    cache = metrics_reader.MetricsCache()
     total, seen, errors = 1500, [], []
 
     def trainer() -> None:
@@ -169,7 +169,7 @@ def test_several_threads_read_while_the_trainer_appends(tmp_path: Path) -> None:
 
 
 def test_no_metrics_file_gives_no_records_and_no_data_figures(tmp_path: Path) -> None:
-    cache = dashboard.MetricsCache()
+    cache = metrics_reader.MetricsCache()
     assert dashboard.read_records(tmp_path) == [] and cache.columns(tmp_path).is_empty()
     board = dashboard.refresh(tmp_path, cache)
     for fig in (board.loss, board.perplexity, board.learning_rate, board.throughput):

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fake_runs import assert_same_columns, full_read
 from helpers import PROJECT_ROOT, run_cli
 
 from forgellm import runs
+from forgellm.metrics_reader import read_column_file
 
 # Small and fast: 64-token windows, 4 per batch.
 FAST = ["max_seq_length=64", "batch_size=4", "steps_per_report=1", "warmup_steps=2"]
@@ -38,6 +40,15 @@ def train(
     proc = run_cli(*args, check=check, env=env)
     run_dir = Path(proc.stdout.splitlines()[0])
     return run_dir, proc
+
+
+def assert_column_file_covers_the_metrics(run_dir: Path) -> None:
+    """The trainer's column file describes all of metrics.jsonl, as a full parse of it would."""
+    loaded = read_column_file(run_dir / runs.METRIC_COLUMNS_FILE)
+    assert loaded is not None, "no valid column file"
+    offset, _, columns = loaded
+    assert offset == (run_dir / runs.METRICS_FILE).stat().st_size
+    assert_same_columns(columns, full_read(run_dir))
 
 
 def metric_losses(run_dir: Path, split: str) -> dict[int, float]:
@@ -90,6 +101,7 @@ def test_cli_run_completes_with_a_complete_run_folder(tiny_model: Path, tmp_path
     log = (run_dir / "train.log").read_text()
     assert "val loss" in log and "completed at step 40" in log
     assert str(run_dir) == proc.stdout.splitlines()[0]
+    assert_column_file_covers_the_metrics(run_dir)
 
 
 @pytest.mark.parametrize("how", ["launcher.stop", "SIGTERM", "SIGINT", "forgellm stop"])
@@ -149,7 +161,9 @@ def test_resume_continues_the_same_loss_curve(tiny_model: Path, tmp_path: Path, 
     assert status.state == "stopped" and status.stop_reason == "stopped by FORGELLM_STOP_AT_STEP"
     assert runs.checkpoint_steps(interrupted)[-1] == 3 and status.step == 3
     assert sorted(metric_losses(interrupted, "train")) == [1, 2, 3]
+    assert_column_file_covers_the_metrics(interrupted)
     run_cli("train", "--resume", str(interrupted))
+    assert_column_file_covers_the_metrics(interrupted)  # the resumed trainer rewrote it up to step 8
 
     expected, resumed = metric_losses(straight, "train"), metric_losses(interrupted, "train")
     assert sorted(resumed) == sorted(expected) == list(range(1, 9))

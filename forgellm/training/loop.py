@@ -28,6 +28,7 @@ from .. import runs
 from ..atomic import write_json, write_text
 from ..config import TrainConfig
 from ..errors import DataError, ForgeError
+from ..metrics_reader import MetricsCache
 from . import checkpoints
 from .batches import BatchStream
 from .early_stopping import EarlyStopper
@@ -105,6 +106,8 @@ class Trainer:
             stop.install()
         self.stop = stop
         self.step = 0
+        self._metric_columns = MetricsCache(max_runs=1)  # reads back what this run logged, incrementally
+        self._metric_columns_offset = 0  # bytes of metrics.jsonl the column file written last covers
         stop.attach(writer, lambda: self.step)  # a Stop says which step it waits for, or ends after
 
     # ---- setup -----------------------------------------------------------------------------------
@@ -315,7 +318,7 @@ class Trainer:
             if self.step % cfg.steps_per_eval == 0 or last:
                 verdict_stop = self._validate(self.step)
             if self.step % cfg.save_every == 0 or last or stopping or verdict_stop:
-                self._save()
+                self._save(final=bool(last or stopping or verdict_stop))
             if verdict_stop:
                 stop_reason, final_state = verdict_stop, "early_stopped"
                 break
@@ -370,8 +373,9 @@ class Trainer:
             self._status(best_step=step, best_val_loss=val_loss)
         return verdict.stop_reason
 
-    def _save(self, is_best: bool = False) -> None:
-        """Checkpoint this step (once, however many reasons ask), then apply retention."""
+    def _save(self, is_best: bool = False, final: bool = False) -> None:
+        """Checkpoint this step (once, however many reasons ask), then apply retention; `final`: the run
+        ends with this checkpoint."""
         if not self.is_main:
             return
         if not runs.is_complete_checkpoint(runs.checkpoint_dir(self.run_dir, self.step)):
@@ -379,6 +383,20 @@ class Trainer:
         if is_best:
             checkpoints.set_best(self.run_dir, self.step)
         checkpoints.prune(self.run_dir, self.cfg.keep_last)
+        self._write_metric_columns(final)
+
+    def _write_metric_columns(self, final: bool) -> None:
+        """The column file (metrics_reader), so that a first look at a long run need not parse all of
+        metrics.jsonl. Rewritten whole, so only once the lines it misses reach 1% of the file (256 KB at
+        least), and when the run ends: a reader parses at most that much, and a million-report run does
+        not rewrite 70 MB at every checkpoint."""
+        try:
+            metrics = self.run_dir / runs.METRICS_FILE
+            size = metrics.stat().st_size if metrics.exists() else 0
+            if final or size - self._metric_columns_offset >= max(256 * 1024, size // 100):
+                self._metric_columns_offset = self._metric_columns.write_column_file(self.run_dir)
+        except OSError as e:  # derived data: a failed write costs that first look some time, never the run
+            self.log(f"warning: {runs.METRIC_COLUMNS_FILE} not written ({e.strerror or e}): readers parse all metrics")
 
     def _write_checkpoint(self) -> None:
         state = {

@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from .. import choices, dashboard, launcher, paths, report, runs
+from .. import choices, dashboard, launcher, metrics_reader, paths, report, runs
 from ..errors import ForgeError
 from ..run_summary import run_signature, status_summary
 from .common import SCROLL_LOG_JS, choices_refresh, choices_update, error_text, guarded
@@ -23,7 +23,7 @@ from .gain_section import GainSection, build_gain_section
 
 LOG_LINES = 20  # the box shows them all, so the newest line is always in view
 BEST_SHOWN = 3
-METRICS = dashboard.MetricsCache()  # one per app process: each refresh reads only what was appended
+METRICS = metrics_reader.MetricsCache()  # one per app process: each refresh reads only what was appended
 
 
 @dataclass
