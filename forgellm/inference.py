@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import runs
+from . import mlx_threads, runs
 from .errors import ForgeError, custom_code_refusal
 from .model_sources import resolve_chat_model
 
@@ -390,7 +390,7 @@ def stream(
     iterating: a caller that stops early must `close()` the generator (Gradio does so on cancel) or the
     lock is held until it is garbage-collected.
 
-    The tokens are computed on the process's generation thread, one when asked for (`_GenerationThread`
+    The tokens are computed on the process's generation thread, one when asked for (`mlx_threads`
     says why there, and only there).
     """
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
@@ -431,7 +431,7 @@ class _Worker:
         self._job = (loaded, tokens, seed, kwargs)
         with _live_workers_lock:
             _live_workers.add(self)
-        _GENERATION_THREAD.submit(self)
+        mlx_threads.GENERATION.submit(self.run)
 
     def next(self) -> Any | None:
         """The next record, or None when generation has ended; an error in the worker is raised here."""
@@ -475,55 +475,6 @@ class _Worker:
             self._finished.set()
 
 
-class _GenerationThread:
-    """The one thread every generation of this process is computed on, started when first needed.
-
-    mlx-lm's generator keeps an MLX stream context open across its yields, which must end on the thread
-    that opened it, and Gradio may resume a generator on a different thread each step: so generation
-    cannot run on the caller's thread. It cannot have a thread of its own per reply either: MLX (0.32)
-    gives each thread that computes its own streams, with an OS thread each that outlives the Python
-    thread (measured: 2 per reply; 3,800 threads and a reply 3x slower after 1,900 chat API calls).
-    """
-
-    _SHUTDOWN = object()
-
-    def __init__(self) -> None:
-        self._jobs: queue.Queue = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, worker: _Worker) -> None:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._serve, name="forgellm-generate", daemon=True)
-                self._thread.start()
-            self._jobs.put(worker)
-
-    def shutdown(self, timeout_s: float) -> None:
-        """End the thread (after the generation it is on), destroying its MLX streams first."""
-        with self._lock:
-            thread = self._thread
-            if thread is None:
-                return
-            self._jobs.put(self._SHUTDOWN)
-            self._thread = None
-        thread.join(timeout_s)
-
-    def _serve(self) -> None:
-        import mlx.core as mx
-
-        try:
-            while (worker := self._jobs.get()) is not self._SHUTDOWN:
-                worker.run()
-        finally:
-            # MLX keeps a thread's streams past the thread's end and aborts the process at exit unless
-            # they are destroyed on that thread.
-            mx.clear_streams()
-
-
-_GENERATION_THREAD = _GenerationThread()
-
-
 @atexit.register
 def _close_live_workers(timeout_s: float = 10.0) -> None:
     """At exit (the app stopped mid-reply), end the generation in progress and the generation thread
@@ -533,7 +484,7 @@ def _close_live_workers(timeout_s: float = 10.0) -> None:
         workers = list(_live_workers)
     for worker in workers:
         worker._asks.put(_Worker._CLOSE)
-    _GENERATION_THREAD.shutdown(timeout_s)
+    mlx_threads.GENERATION.shutdown(timeout_s)
 
 
 def reply_stats(last: Any, stopped: bool = False, context_length: int | None = None) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from .. import chat_turn, choices, conversation, evaluation, inference, paths
+from .. import chat_turn, choices, conversation, evaluation, inference, mlx_threads, paths
 from ..atomic import write_text
 from ..errors import ForgeError
 from ..model_sources import chat_start
@@ -235,7 +235,7 @@ def _evaluate(
     if data != VALIDATION_SPLIT:
         choices.require_dataset_paths(data)  # nothing outside dataset/ is reachable from the app
         data = str(paths.PROJECT_ROOT / data)
-    return evaluation.evaluate(model, data, _adapter_dir(adapter), checkpoint or "best").summary()
+    return mlx_threads.call(evaluation.evaluate, model, data, _adapter_dir(adapter), checkpoint or "best").summary()
 
 
 @guarded(lambda _error, *_inputs: [gr.update(choices=[], value=None), gr.skip()])
@@ -269,8 +269,8 @@ def _models_loaded(model: str, adapter: str | None, checkpoint: str | None, side
 
 
 def _models(model: str, adapter: str | None, checkpoint: str | None, side_by_side: bool) -> list[Any]:
-    model = choices.check_model_choice(model)
-    return chat_turn.load_models(model, _adapter_dir(adapter), checkpoint or "best", bool(side_by_side))
+    model, adapter_dir = choices.check_model_choice(model), _adapter_dir(adapter)
+    return mlx_threads.call(chat_turn.load_models, model, adapter_dir, checkpoint or "best", bool(side_by_side))
 
 
 @guarded(lambda error, *_inputs: error)

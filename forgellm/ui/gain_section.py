@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from .. import charts, choices, gain
+from .. import charts, choices, gain, mlx_threads
 from ..errors import ForgeError
 from .common import error_text, guarded
 
@@ -56,7 +56,7 @@ def _gain_outputs(report: gain.GainReport | None) -> list[Any]:
 def _measure_gain(run_name: str | None) -> list[Any]:
     if not run_name or run_name == choices.NO_ADAPTER:
         raise ForgeError("no run is chosen", "run", "choose a run (in Chat: an adapter) first")
-    return _gain_outputs(gain.measure_gain(choices.resolve_run(run_name)))
+    return _gain_outputs(mlx_threads.call(gain.measure_gain, choices.resolve_run(run_name)))
 
 
 def _stored_gain(run_name: str | None) -> list[Any]:

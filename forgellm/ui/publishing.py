@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from .. import choices
+from .. import choices, mlx_threads
 from ..publish import workflow
 from ..publish.adapter import export_adapter
 from ..publish.fuse import fuse_run
@@ -162,7 +162,8 @@ def _run_changed(run_name: str | None, name: str, checkpoint: str | None = None)
 def _fuse(run_name: str | None, checkpoint: str | None, name: str, dequantize: bool) -> list[Any]:
     """Fuse the checkpoint into models/<name>, with its round-trip check (fusing the same one again is a no-op)."""
     out = choices.validate_output_name(name)
-    path = fuse_run(choices.resolve_run(run_name), out, checkpoint or "best", dequantize=bool(dequantize))
+    run_dir = choices.resolve_run(run_name)
+    path = mlx_threads.call(fuse_run, run_dir, out, checkpoint or "best", dequantize=bool(dequantize))
     check = read_roundtrip(path)
     text = (
         f"Fused **{run_name}** (checkpoint {checkpoint or 'best'}) into `{path}`.\n\n"
@@ -187,13 +188,13 @@ def _show_card(folder: str | None) -> str:
 
 @guarded(lambda error, *_inputs: [error, gr.skip()])
 def _quantize(folder: str | None, bits: int, group_size: int) -> list[Any]:
-    out, report = workflow.quantize_folder(folder, bits, group_size)
+    out, report = mlx_threads.call(workflow.quantize_folder, folder, bits, group_size)
     return [f"Quantized into `{out}`: {report.summary()}.", _folders(out.name)]
 
 
 @guarded(lambda error, *_inputs: error)
 def _gguf(folder: str | None) -> str:
-    result = export_gguf(workflow.model_folder(folder))
+    result = mlx_threads.call(export_gguf, workflow.model_folder(folder))
     template = (
         f"the training chat template as a {result.template_layout} TEMPLATE"
         if result.template_layout
