@@ -431,7 +431,7 @@ class _Worker:
         self._job = (loaded, tokens, seed, kwargs)
         with _live_workers_lock:
             _live_workers.add(self)
-        mlx_threads.GENERATION.submit(self.run)
+        mlx_threads.GENERATION.submit(self.run).add_done_callback(self._ended)
 
     def next(self) -> Any | None:
         """The next record, or None when generation has ended; an error in the worker is raised here."""
@@ -446,6 +446,15 @@ class _Worker:
     def close(self) -> None:
         self._asks.put(self._CLOSE)
         self._finished.wait()
+
+    def _ended(self, job: Any) -> None:
+        """`run` raised before answering (mlx-lm failed to import): the caller gets the error, not a hang."""
+        error = job.exception()
+        if error is not None and not self._finished.is_set():
+            self._answers.put(error)
+            with _live_workers_lock:
+                _live_workers.discard(self)
+            self._finished.set()
 
     def run(self) -> None:
         """Answer this generation's asks until it is closed (on the generation thread)."""

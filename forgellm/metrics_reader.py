@@ -30,7 +30,11 @@ import numpy as np
 from . import atomic, runs
 from .metric_columns import TRAIN_FIELDS, VAL_FIELDS, ColumnBuilder, MetricColumns, SplitColumns, is_usable_row
 
-COLUMN_FILE_FORMAT = 1  # raised when the file's layout or the fields of a split change: older files are ignored
+# Raised whenever a column file from an older version would no longer equal what this version parses:
+# its layout, a split's fields, or what a line adds (which lines are usable, how a repeated step replaces
+# earlier ones). Files of another format are ignored.
+COLUMN_FILE_FORMAT = 1
+_TAIL = 64  # bytes before `offset` kept to recognise the file read so far (see `_read_new_lines`)
 
 # ---- parsing ----------------------------------------------------------------------------------------
 
@@ -89,17 +93,35 @@ _ARRAY_PARSERS = _array_parsers()
 @dataclass
 class _CachedRun:
     """What has been read of one run's metrics.jsonl: bytes [0, offset) of the file `identity` (dev, inode),
-    whose CRC-32 is `crc`."""
+    whose CRC-32 is `crc` and whose last bytes are `tail`."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     identity: tuple[int, int] | None = None
     offset: int = 0
     crc: int = 0
+    tail: bytes = b""
     columns: ColumnBuilder = field(default_factory=ColumnBuilder)
 
     def restart(self, identity: tuple[int, int] | None) -> None:
         # A new builder, not a cleared one: snapshots already handed out stay as they were.
-        self.identity, self.offset, self.crc, self.columns = identity, 0, 0, ColumnBuilder()
+        self.identity, self.offset, self.crc, self.tail, self.columns = identity, 0, 0, b"", ColumnBuilder()
+
+    def advance(self, data: bytes | memoryview) -> None:
+        """Count `data` (whole lines, just parsed) as read."""
+        self.offset += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+        self.tail = (self.tail + bytes(data[-_TAIL:]))[-_TAIL:]
+
+    def same_file(self, f: io.BufferedReader, identity: tuple[int, int], size: int) -> bool:
+        """Whether `f` is still the file read so far: same identity, not shorter, and the bytes before
+        `offset` unchanged. The last check catches a resume that replaced the file twice between two
+        reads, the newest file getting the inode of the one read (inodes are reused)."""
+        if identity != self.identity or size < self.offset:
+            return False
+        if not self.tail:
+            return True
+        f.seek(self.offset - len(self.tail))
+        return f.read(len(self.tail)) == self.tail
 
 
 class MetricsCache:
@@ -181,7 +203,7 @@ def _read_new_lines(cached: _CachedRun, run_dir: Path) -> None:
     with f:
         st = os.fstat(f.fileno())
         identity = (st.st_dev, st.st_ino)
-        if identity != cached.identity or st.st_size < cached.offset:
+        if not cached.same_file(f, identity, st.st_size):
             cached.restart(identity)
             _start_from_column_file(cached, run_dir, f, st.st_size)
         if st.st_size == cached.offset:
@@ -191,8 +213,7 @@ def _read_new_lines(cached: _CachedRun, run_dir: Path) -> None:
     whole = chunk.rfind(b"\n") + 1  # bytes up to the last complete line
     if whole == 0:
         return
-    cached.offset += whole
-    cached.crc = zlib.crc32(memoryview(chunk)[:whole], cached.crc)
+    cached.advance(memoryview(chunk)[:whole])
     cached.columns.extend_rows(parse_metric_rows(chunk[:whole]))
 
 
@@ -216,32 +237,50 @@ def _column_file_bytes(cached: _CachedRun) -> bytes:
 
 def _start_from_column_file(cached: _CachedRun, run_dir: Path, metrics: io.BufferedReader, size: int) -> None:
     """Take the columns of the lines the column file covers, if it still describes this metrics.jsonl."""
-    loaded = read_column_file(run_dir / runs.METRIC_COLUMNS_FILE)
+    # Columns take at most 72 bytes a report, a line at least 40: a file claiming far more is not ours.
+    loaded = read_column_file(run_dir / runs.METRIC_COLUMNS_FILE, max_bytes=8 * size + 2**20)
     if loaded is None:
         return
     offset, crc, columns = loaded
     if offset > size:
         return
+    metrics.seek(0)
     prefix = metrics.read(offset)
     if len(prefix) != offset or not prefix.endswith(b"\n") or zlib.crc32(prefix) != crc:
         return  # metrics.jsonl was rewritten since (a resume from an earlier checkpoint, a hand edit)
-    cached.offset, cached.crc, cached.columns = offset, crc, ColumnBuilder.from_columns(columns)
+    cached.advance(prefix)
+    cached.columns = ColumnBuilder.from_columns(columns)
 
 
-def read_column_file(path: Path) -> tuple[int, int, MetricColumns] | None:
-    """(offset, crc32, columns) of a column file, or None when it is absent or not one this version wrote."""
+def read_column_file(path: Path, max_bytes: int | None = None) -> tuple[int, int, MetricColumns] | None:
+    """(offset, crc32, columns) of a column file, or None when it is absent or not one this version wrote.
+
+    Any problem means None, never an error: the file is derived, and a reader can always parse
+    metrics.jsonl instead. `max_bytes` bounds what its arrays may hold (checked before they are read).
+    """
     try:
+        if max_bytes is not None and not _stored_within(path, max_bytes):
+            return None
         with np.load(path, allow_pickle=False) as data:
             if data["format"].shape != () or int(data["format"]) != COLUMN_FILE_FORMAT:
                 return None
             offset, crc = int(data["offset"]), int(data["crc32"])
             train = _split_columns(data, "train", TRAIN_FIELDS)
             val = _split_columns(data, "val", VAL_FIELDS)
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error):
-        return None  # absent, unreadable, truncated, not a .npz, or a field missing
+    except Exception:  # noqa: BLE001 - absent, unreadable, truncated, not a .npz, a field missing, huge shapes...
+        return None
     if train is None or val is None or offset <= 0 or not 0 <= crc < 2**32:
         return None
     return offset, crc, MetricColumns(train, val)
+
+
+def _stored_within(path: Path, max_bytes: int) -> bool:
+    """Whether the .npz's members are stored uncompressed (as `np.savez` writes them) and hold at most
+    `max_bytes` in all."""
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+    stored = all(m.compress_type == zipfile.ZIP_STORED for m in members)
+    return stored and sum(m.file_size for m in members) <= max_bytes
 
 
 def _split_columns(data: Any, split: str, fields: tuple[str, ...]) -> SplitColumns | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextvars
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -39,6 +40,7 @@ class MlxThreads:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._free = 0  # threads free for a job, less the jobs queued (negative: jobs wait for a thread)
+        self._closed = False
         self._mine = threading.local()
         _ALL.append(self)
 
@@ -46,6 +48,8 @@ class MlxThreads:
         """Run `fn(*args, **kwargs)` on one of the threads; its result or exception lands in the future."""
         future: Future[T] = Future()
         with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self.name}: the process is exiting; no new MLX work is started")
             self._threads = [t for t in self._threads if t.is_alive()]
             if self._free <= 0 and len(self._threads) < self.size:  # a new thread, free, takes this job
                 thread = threading.Thread(target=self._serve, name=f"{self.name}-{len(self._threads) + 1}", daemon=True)
@@ -64,8 +68,10 @@ class MlxThreads:
         return self.submit(fn, *args, **kwargs).result()
 
     def shutdown(self, timeout_s: float) -> None:
-        """End every thread after the job it is on, each destroying its MLX streams first."""
+        """Refuse new jobs; end every thread once the jobs already queued have run, each destroying its MLX
+        streams first. Waits up to `timeout_s` for each (a fuse in progress at exit may take longer)."""
         with self._lock:
+            self._closed = True
             threads, self._threads, self._free = self._threads, [], 0
             for _ in threads:
                 self._jobs.put(_SHUTDOWN)
@@ -77,27 +83,31 @@ class MlxThreads:
             return sum(t.is_alive() for t in self._threads)
 
     def _serve(self) -> None:
-        import mlx.core as mx
-
         self._mine.on = True
         try:
             while (job := self._jobs.get()) is not _SHUTDOWN:
-                _run(*job)
+                self._run(*job)
                 del job  # nothing of a finished job (a model, a result) kept alive while the thread waits
-                with self._lock:
-                    self._free += 1
         finally:
-            mx.clear_streams()
+            mx = sys.modules.get("mlx.core")  # imported by the jobs that computed; none, no streams
+            if mx is not None:
+                mx.clear_streams()
 
-
-def _run(context: contextvars.Context, fn: Callable, args: tuple, kwargs: dict, future: Future) -> None:
-    if future.set_running_or_notify_cancel():
+    def _run(self, context: contextvars.Context, fn: Callable, args: tuple, kwargs: dict, future: Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            with self._lock:
+                self._free += 1
+            return
         try:
-            result = context.run(fn, *args, **kwargs)
+            outcome, failed = context.run(fn, *args, **kwargs), False
         except BaseException as e:  # noqa: BLE001 - handed to the caller, raised there
-            future.set_exception(e)
+            outcome, failed = e, True
+        with self._lock:  # free before the caller wakes: a job it submits at once finds this thread
+            self._free += 1
+        if failed:
+            future.set_exception(outcome)
         else:
-            future.set_result(result)
+            future.set_result(outcome)
 
 
 _ALL: list[MlxThreads] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,41 @@ def test_a_first_read_takes_the_covered_lines_from_the_column_file(run_with_colu
     assert columns.train["loss"][-1] == 0.5 and columns.val.last("loss") == (3010, 0.6)  # the tail was parsed
 
 
+def _mark_losses(arrays: dict) -> None:
+    """Add 100 to the file's training losses: a reader that used the file shows the marks."""
+    arrays["train.loss"] = arrays["train.loss"] + 100.0
+
+
+def test_a_column_file_written_after_several_reads_is_used(tmp_path: Path) -> None:
+    """The trainer reads its metrics a little at each checkpoint: the CRC carried across reads must be
+    the CRC of the whole prefix, or every file it writes after the first would be refused."""
+    records = clean_curve(steps=600)
+    write_run(tmp_path, records[:20])
+    trainer_side = MetricsCache(max_runs=1)
+    trainer_side.columns(tmp_path)
+    append(tmp_path, records[20:40])
+    trainer_side.columns(tmp_path)
+    append(tmp_path, records[40:])
+    offset = trainer_side.write_column_file(tmp_path)
+    data = (tmp_path / runs.METRICS_FILE).read_bytes()
+    assert offset == len(data) and read_column_file(tmp_path / runs.METRIC_COLUMNS_FILE)[1] == zlib.crc32(data)
+    rewrite_column_file(tmp_path, _mark_losses)
+    assert MetricsCache().columns(tmp_path).train["loss"][0] == full_read(tmp_path).train["loss"][0] + 100.0
+
+
+def test_a_file_replaced_under_the_same_inode_is_read_again(tmp_path: Path) -> None:
+    """Two resumes between two refreshes can leave the newest metrics.jsonl on the inode of the one read
+    (inodes are reused): same identity, not shorter, but other bytes before the offset read."""
+    write_run(tmp_path, [train(step, 3.0) for step in range(1, 6)])
+    cache = MetricsCache()
+    assert len(cache.columns(tmp_path).train) == 5
+    path = tmp_path / runs.METRICS_FILE
+    inode = path.stat().st_ino
+    path.write_text(metrics_text([val(0, 4.5), *[train(step, 1.0 + step / 100) for step in range(1, 21)]]))
+    assert path.stat().st_ino == inode  # rewritten in place: the same identity
+    assert_same_columns(cache.columns(tmp_path), full_read(tmp_path))
+
+
 def test_a_resumed_run_logging_steps_again_supersedes_the_column_file(run_with_column_file: Path) -> None:
     append(run_with_column_file, [train(2500, 9.0), train(2510, 8.0)])  # steps at or before the last kept
     columns = MetricsCache().columns(run_with_column_file)
@@ -107,9 +143,22 @@ def _a_folder(path: Path) -> None:
 
 def _zip_of_pickles(path: Path) -> None:  # np.load must not unpickle what a run folder holds
     buffer = io.BytesIO()
-    np.save(buffer, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    np.save(buffer, np.array([_Unpickled()], dtype=object), allow_pickle=True)
     with zipfile.ZipFile(path, "a") as z:
         z.writestr("train.loss.npy", buffer.getvalue())
+
+
+class _Unpickled:
+    """Records being unpickled: a reader that unpickles what a run folder holds would run its code."""
+
+    seen = False
+
+    def __reduce__(self):
+        return (_note_unpickled, ())
+
+
+def _note_unpickled() -> None:
+    _Unpickled.seen = True
 
 
 ARRAY_EDITS = {
@@ -136,11 +185,23 @@ FILE_EDITS = {
 @pytest.mark.parametrize("damage", [*ARRAY_EDITS, *FILE_EDITS])
 def test_a_damaged_column_file_only_means_the_full_read(run_with_column_file: Path, damage: str) -> None:
     path = run_with_column_file / runs.METRIC_COLUMNS_FILE
+    rewrite_column_file(run_with_column_file, _mark_losses)  # used, the file would show its marks
     if damage in ARRAY_EDITS:
         rewrite_column_file(run_with_column_file, ARRAY_EDITS[damage])
     else:
         FILE_EDITS[damage](path)
     append(run_with_column_file, [train(3010, 0.5)])
+    assert_same_columns(MetricsCache().columns(run_with_column_file), full_read(run_with_column_file))
+    assert not _Unpickled.seen
+
+
+def test_a_column_file_claiming_more_than_the_metrics_could_make_is_not_read(run_with_column_file: Path) -> None:
+    """A header can declare any shape: a file whose arrays would dwarf metrics.jsonl is refused unread."""
+    rewrite_column_file(run_with_column_file, _mark_losses)
+    size = (run_with_column_file / runs.METRICS_FILE).stat().st_size
+    assert read_column_file(run_with_column_file / runs.METRIC_COLUMNS_FILE, max_bytes=size // 10) is None
+    padded = lambda a: a.update(padding=np.zeros(size + 2**20))  # noqa: E731 - 8x the metrics file and more
+    rewrite_column_file(run_with_column_file, padded)
     assert_same_columns(MetricsCache().columns(run_with_column_file), full_read(run_with_column_file))
 
 

@@ -14,48 +14,59 @@ from types import SimpleNamespace
 import pytest
 from helpers import PROJECT_ROOT
 
+from forgellm import mlx_threads
 from forgellm.mlx_threads import MlxThreads
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="counts OS threads through /proc")
 
 
-def _os_threads() -> int:
+# Run in a process of its own: other tests' threads (Gradio's expiring workers) would move the count.
+THREAD_COUNT_SCRIPT = """
+import threading
+import time
+import forgellm
+import mlx.core as mx
+from forgellm import mlx_threads
+from forgellm.mlx_threads import MlxThreads
+
+def os_threads():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
 
-
-def _compute() -> float:
-    import mlx.core as mx
-
+def compute():
     return float((mx.ones((32, 32)) @ mx.ones((32, 32))).sum().item())
 
-
-def _from_new_threads(n: int, fn) -> list:
-    """`fn()` called from `n` threads, one after another, each new (as Gradio's expiring workers are)."""
+def from_new_threads(fn):
     results = []
-    for _ in range(n):
+    for _ in range(12):
         caller = threading.Thread(target=lambda: results.append(fn()))
         caller.start()
         caller.join()
-    return results
+    assert results == [32.0 ** 3] * 12, results
+    time.sleep(0.5)  # a joined thread's OS thread may still be exiting
+
+compute()
+before = os_threads()
+from_new_threads(compute)
+direct = os_threads() - before
+pool = MlxThreads("test-mlx", 2)
+pool.call(compute)
+before = os_threads()
+from_new_threads(lambda: pool.call(compute))
+print(direct, os_threads() - before)
+pool.shutdown(10)
+"""
 
 
 @needs_proc
 def test_mlx_work_from_new_threads_leaves_no_os_threads_behind() -> None:
-    _compute()
-    before = _os_threads()
-    assert _from_new_threads(12, _compute) == [32.0 * 32 * 32] * 12
-    leaked = _os_threads() - before
-    assert leaked >= 6, f"MLX no longer leaves threads behind ({leaked}): mlx_threads may be unneeded"
-
-    pool = MlxThreads("test-mlx", 2)
-    try:
-        pool.call(_compute)
-        before = _os_threads()
-        assert _from_new_threads(12, lambda: pool.call(_compute)) == [32.0 * 32 * 32] * 12
-        assert _os_threads() - before <= 1, f"{_os_threads() - before} more OS threads after 12 calls"
-    finally:
-        pool.shutdown(10)
+    proc = subprocess.run(
+        [sys.executable, "-c", THREAD_COUNT_SCRIPT], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    direct, pooled = map(int, proc.stdout.split())
+    assert direct >= 6, f"MLX no longer leaves threads behind ({direct}): mlx_threads may be unneeded"
+    assert pooled == 0, f"{pooled} more OS threads after 12 calls through the pool"
 
 
 def test_results_exceptions_and_context_reach_the_caller() -> None:
@@ -71,6 +82,17 @@ def test_results_exceptions_and_context_reach_the_caller() -> None:
     finally:
         pool.shutdown(10)
     assert pool.thread_count() == 0
+    with pytest.raises(RuntimeError, match="exiting"):  # at exit: no thread started that nothing would end
+        pool.submit(print)
+
+
+def test_calls_one_after_another_reuse_one_thread() -> None:
+    pool = MlxThreads("test-mlx", 2)
+    try:
+        names = {pool.call(lambda: threading.current_thread().name) for _ in range(20)}
+        assert names == {"test-mlx-1"} and pool.thread_count() == 1
+    finally:
+        pool.shutdown(10)
 
 
 def test_a_long_job_leaves_the_second_thread_free_and_a_third_waits_its_turn() -> None:
@@ -114,6 +136,29 @@ def test_a_process_that_used_the_threads_exits_cleanly(tiny_model: Path) -> None
     assert "terminate" not in proc.stderr
 
 
+def test_a_generation_that_cannot_start_raises_instead_of_hanging(tiny_model: Path, monkeypatch) -> None:
+    from forgellm import inference
+
+    loaded = mlx_threads.call(inference.load_for_chat, "tiny")
+    monkeypatch.setitem(sys.modules, "mlx_lm.generate", None)  # its import now fails on the generation thread
+    outcome: list = []
+
+    def reply() -> None:
+        try:
+            list(inference.stream(loaded, "The queen", inference.GenerationSettings(max_tokens=2)))
+        except ImportError as e:
+            outcome.append(e)
+
+    caller = threading.Thread(target=reply, daemon=True)
+    caller.start()
+    caller.join(60)
+    assert not caller.is_alive(), "the reply hung"
+    assert len(outcome) == 1
+    monkeypatch.undo()
+    settings = inference.GenerationSettings(max_tokens=2, temperature=0.0)
+    assert len(list(inference.stream(loaded, "The queen", settings))) == 2  # the next reply works
+
+
 # ---- the app's handlers use them ----------------------------------------------------------------------
 
 
@@ -133,6 +178,7 @@ def _call_handler(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, se
     monkeypatch.setattr(choices, "resolve_run", lambda _name: tmp_path)
     report = SimpleNamespace(summary=lambda: "measured")
     if name == "load":
+        monkeypatch.setattr(chat.chat_turn, "models_loaded", lambda *_args: False)  # a load to compute
         monkeypatch.setattr(chat.chat_turn, "load_models", _spy(seen, []))
         chat._models("tiny", choices.NO_ADAPTER, None, False)
     elif name == "evaluate":

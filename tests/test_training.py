@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,9 @@ def assert_column_file_covers_the_metrics(run_dir: Path) -> None:
     """The trainer's column file describes all of metrics.jsonl, as a full parse of it would."""
     loaded = read_column_file(run_dir / runs.METRIC_COLUMNS_FILE)
     assert loaded is not None, "no valid column file"
-    offset, _, columns = loaded
-    assert offset == (run_dir / runs.METRICS_FILE).stat().st_size
+    offset, crc, columns = loaded
+    metrics = (run_dir / runs.METRICS_FILE).read_bytes()
+    assert offset == len(metrics) and crc == zlib.crc32(metrics)
     assert_same_columns(columns, full_read(run_dir))
 
 

@@ -388,15 +388,17 @@ class Trainer:
     def _write_metric_columns(self, final: bool) -> None:
         """The column file (metrics_reader), so that a first look at a long run need not parse all of
         metrics.jsonl. Rewritten whole, so only once the lines it misses reach 1% of the file (256 KB at
-        least), and when the run ends: a reader parses at most that much, and a million-report run does
-        not rewrite 70 MB at every checkpoint."""
+        least), and when the run ends: readers parse about that much at most, and a million-report run does
+        not rewrite 70 MB at every checkpoint. (A run that fails or is killed leaves the file of an
+        earlier checkpoint: readers then parse more.)"""
         try:
             metrics = self.run_dir / runs.METRICS_FILE
             size = metrics.stat().st_size if metrics.exists() else 0
             if final or size - self._metric_columns_offset >= max(256 * 1024, size // 100):
                 self._metric_columns_offset = self._metric_columns.write_column_file(self.run_dir)
-        except OSError as e:  # derived data: a failed write costs that first look some time, never the run
-            self.log(f"warning: {runs.METRIC_COLUMNS_FILE} not written ({e.strerror or e}): readers parse all metrics")
+        except Exception as e:  # noqa: BLE001 - derived data: a failure costs a first look some time, never the run
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+            self.log(f"warning: {runs.METRIC_COLUMNS_FILE} not written ({reason}): readers parse all metrics")
 
     def _write_checkpoint(self) -> None:
         state = {

@@ -269,8 +269,10 @@ def _models_loaded(model: str, adapter: str | None, checkpoint: str | None, side
 
 
 def _models(model: str, adapter: str | None, checkpoint: str | None, side_by_side: bool) -> list[Any]:
-    model, adapter_dir = choices.check_model_choice(model), _adapter_dir(adapter)
-    return mlx_threads.call(chat_turn.load_models, model, adapter_dir, checkpoint or "best", bool(side_by_side))
+    args = (choices.check_model_choice(model), _adapter_dir(adapter), checkpoint or "best", bool(side_by_side))
+    if chat_turn.models_loaded(*args):  # nothing to compute: not queued behind a fuse or an evaluation
+        return chat_turn.load_models(*args)
+    return mlx_threads.call(chat_turn.load_models, *args)
 
 
 @guarded(lambda error, *_inputs: error)
