@@ -106,6 +106,23 @@ def test_cli_run_completes_with_a_complete_run_folder(tiny_model: Path, tmp_path
     assert_column_file_covers_the_metrics(run_dir)
 
 
+def test_training_goes_on_when_the_reader_of_its_output_goes_away(tiny_model: Path, tmp_path: Path) -> None:
+    """`RUN=$(forgellm train CONFIG | head -1)`: head exits after the run folder, the pipe breaks."""
+    args = [*FAST, "iters=6", f"output_dir={tmp_path}", "run_name=piped"]
+    command = [sys.executable, "-m", "forgellm", "train", "configs/cpt-tiny.yaml"]
+    for item in args:
+        command += ["--set", item]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=PROJECT_ROOT)
+    run_dir = Path(proc.stdout.readline().decode().strip())
+    proc.stdout.close()  # as head -1 does
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert run_dir == tmp_path / "piped" and runs.read_status(run_dir).state == "completed"
+    assert "completed at step 6" in (run_dir / runs.LOG_FILE).read_text()
+    assert b"BrokenPipe" not in stderr
+
+
 @pytest.mark.parametrize("how", ["launcher.stop", "SIGTERM", "SIGINT", "forgellm stop"])
 def test_stop_signal_finishes_step_saves_and_exits_zero(tiny_model: Path, tmp_path: Path, how: str) -> None:
     """Stop through the app's call, a real SIGTERM or SIGINT sent to the trainer, or the `stop` command:

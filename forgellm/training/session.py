@@ -25,22 +25,43 @@ from .stopping import StopRequested
 
 
 class _Tee:
-    """Copies what the trainer prints into train.log as well (unless stdout already is train.log)."""
+    """Copies what the trainer prints into train.log as well (unless stdout already is train.log).
+
+    When the reader of the stream goes away (`forgellm train CONFIG | head -1`, which the README's "prints
+    the run folder first" invites), training goes on with its output in train.log alone.
+    """
 
     def __init__(self, stream: TextIO, log: TextIO):
-        self.stream, self.log = stream, log
+        self.stream: TextIO | None = stream
+        self.log = log
 
     def write(self, text: str) -> int:
-        self.stream.write(text)
         self.log.write(text)
+        self._to_stream(lambda stream: stream.write(text))
         return len(text)
 
     def flush(self) -> None:
-        self.stream.flush()
         self.log.flush()
+        self._to_stream(lambda stream: stream.flush())
 
     def isatty(self) -> bool:
-        return self.stream.isatty()
+        return self.stream is not None and self.stream.isatty()
+
+    def _to_stream(self, action) -> None:
+        if self.stream is None:
+            return
+        try:
+            action(self.stream)
+        except BrokenPipeError:
+            # Point the descriptor at /dev/null: what the stream still buffers, flushed at exit, would
+            # otherwise raise again there.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+            self.stream = None
 
 
 def _stdout_is(path: Path) -> bool:
